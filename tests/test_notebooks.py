@@ -3,7 +3,7 @@ import configparser
 from pathlib import Path
 
 import pytest
-from nbdev.test import test_nb
+from nbdev.test import test_nb as run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("_"))
@@ -14,7 +14,7 @@ SKIP = _cfg["DEFAULT"].get("tst_flags", "").split("|")
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
-    ok, secs = test_nb(nb, skip_flags=SKIP, basepath=ROOT)
+    ok, secs = run_notebook(nb, skip_flags=SKIP, basepath=ROOT)
     assert ok, f"{nb.name} failed (traceback above)"
 
 
