@@ -24,7 +24,7 @@ setuptools.setup(
     keywords=cfg["keywords"],
     python_requires=f">={cfg['min_python']}",
     packages=setuptools.find_packages(include=["m1", "m1.*"]),
-    package_data={"m1": ["assets/*.json", "assets/*.yaml", "profiles/*.yaml"]},
+    package_data={"m1": ["assets/*.json", "assets/*.yaml", "profiles/*.yaml", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=requirements,
     extras_require={"dev": dev_requirements, "gpu": gpu_requirements},
