@@ -23,8 +23,9 @@ $(STAMP): settings.ini setup.py
 test: install
 	$(PY) -m pytest -q tests/
 
+# the main job: the whole pipeline under the tiny profile (resumes; a finished run re-runs in seconds)
 demo: install
-	$(VENV)/bin/m1 demo
+	$(VENV)/bin/m1 reproduce --profile tiny
 
 lab: install
 	$(VENV)/bin/jupyter lab nbs/

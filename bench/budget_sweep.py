@@ -9,7 +9,8 @@ its own prefix, identical prefixes once). This benchmark runs both on the same r
 * `token_ratio` = shared / independent (goal <= 0.55 for a doubling grid);
 * `answers_identical`: every (question, budget) has the same thinking tokens, stop kind, Wait count and
   answer tokens both ways;
-* `wall_independent_s`, `wall_shared_s` (both with the engine's prefix cache, as SGLang/vLLM would have).
+* `wall_independent_s`, `wall_shared_s` (each side starts from an empty prefix cache and uses it as it goes,
+  as SGLang/vLLM would).
 
 SmolLM2-135M was never trained on the think format: left alone it closes the think block at once (empty
 thinking, and every budget would give the same trivial run). So both ways use `min_thinking` (vLLM's
@@ -43,9 +44,11 @@ def questions(n: int, sets: list[str]) -> list[dict]:
 def compare(be, rows, budgets, **kw) -> dict:
     "Shared-prefix sweep, then independent runs; tokens, wall times and equality."
     from m1.budget import budget_sweep
+    be.prefix.clear()                      # both sides start from a cold prefix cache
     t0, d0 = time.time(), be.decoded_tokens
     shared = budget_sweep(be, rows, budgets, shared_prefix=True, **kw)
     t1, d1 = time.time(), be.decoded_tokens
+    be.prefix.clear()
     indep = budget_sweep(be, rows, budgets, shared_prefix=False, **kw)
     t2, d2 = time.time(), be.decoded_tokens
     key = lambda r: (r.thinking_ids, r.stopped, r.waits_used, r.answer_ids)
@@ -77,8 +80,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sets", default="MedMCQA_validation,MedQA_USLME_test")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args(argv)
-    n = a.n or (6 if a.quick else 32)
-    budgets = [int(b) for b in a.budgets.split(",")] if a.budgets else ([16, 32, 64, 128] if a.quick else [32, 64, 128, 256, 512])
+    n = a.n or (6 if a.quick else 16)
+    budgets = [int(b) for b in a.budgets.split(",")] if a.budgets else ([16, 32, 64, 128] if a.quick else [32, 64, 128, 256])
     answer_tokens = a.answer_tokens or (16 if a.quick else 32)
 
     from m1.budget import TransformersBackend

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("_"))
 _cfg = configparser.ConfigParser()
 _cfg.read(ROOT / "settings.ini")
-SKIP = _cfg["DEFAULT"].get("tst_flags", "").split("|")
+SKIP = _cfg["DEFAULT"].get("tst_flags", "").split()
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
