@@ -124,17 +124,18 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small run (< 60 s on an idle 2-core CPU)")
     ap.add_argument("--n", type=int, default=None, help="examples (default 8 quick, 32 full)")
     ap.add_argument("--scale", type=float, default=None, help="divide m1's lengths by this (default 32 quick, 16 full)")
-    ap.add_argument("--batch", type=int, default=8, help="padded per-step batch (rows)")
+    ap.add_argument("--batch", type=int, nargs="+", default=None,
+                    help="padded per-step batch(es) in rows (default: 8 quick; 8 and 16 full)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--worker", choices=["padded", "packed"], help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--block", type=int, default=None,
-                    help="packed block length (default: twice the longest sequence, rounded up to 64)")
+                    help="packed block length (default: about the longest sequence)")
     ap.add_argument("--accum", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        worker(a.worker, a.data, a.batch, a.block, a.lr, a.out, a.accum)
+        worker(a.worker, a.data, a.batch[0], a.block, a.lr, a.out, a.accum)
         return 0
     os.environ.setdefault("M1_DATA", str(ROOT.parent / "shared" / "data"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -148,60 +149,80 @@ def main(argv=None) -> int:
     tok = load_tokenizer(padding_side="right")
     ids = tok([p + c for p, c in zip(ds["prompt"], ds["completion"])])["input_ids"]
     totals = [len(x) for x in ids]
-    # Blocks of about twice the longest sequence: on CPU, sdpa computes a packed block's block-diagonal attention
-    # densely, so very long blocks pay quadratic attention on masked-out pairs (flash-attention's varlen kernels
-    # on GPU do not). Several blocks are accumulated per optimizer step, as many steps as the padded run.
+    # Blocks about as long as the longest sequence: on CPU, sdpa computes a packed block's block-diagonal attention
+    # densely, so long blocks pay quadratic attention on masked-out pairs (flash-attention's varlen kernels on GPU
+    # do not). Several blocks are accumulated per optimizer step; the block is the first length (from the
+    # longest sequence up) whose block count divides into exactly as many optimizer steps as the padded run.
+    import datasets
     from datasets import Dataset
     from trl.data_utils import pack_dataset
-    block = a.block or 64 * math.ceil(2 * max(totals) / 64)
-    n_blocks = len(pack_dataset(Dataset.from_dict({"input_ids": ids}), block, "bfd"))
-    steps = math.ceil(n / a.batch)
-    accum = math.ceil(n_blocks / steps)
+    datasets.disable_progress_bars()
+    lens_ds = Dataset.from_dict({"input_ids": ids})
     tmp = Path(tempfile.mkdtemp(prefix="m1-bench-sft-"))
     ds.save_to_disk(str(tmp / "data"))
-    runs = {}
     env = {**os.environ}
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # a shared CPU: spinning OpenMP threads cost everyone
-    for mode in ("padded", "packed"):
-        cmd = [sys.executable, __file__, "--worker", mode, "--data", str(tmp / "data"), "--batch", str(a.batch),
-               "--block", str(block), "--lr", str(a.lr), "--out", str(tmp / f"{mode}.json"), "--accum", str(accum)]
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL if a.quick else None)
-        runs[mode] = json.loads((tmp / f"{mode}.json").read_text())
-    shutil.rmtree(tmp, ignore_errors=True)
-    pad, pk = runs["padded"], runs["packed"]
+    by_batch = {}
+    try:
+        for batch in (a.batch or ([8] if a.quick else [8, 16])):
+            steps = math.ceil(n / batch)
+            start = a.block or 16 * math.ceil(max(totals) / 16)
+            for block in range(start, start + 1024, 16):
+                n_blocks = len(pack_dataset(lens_ds, block, "bfd"))
+                if n_blocks % steps == 0 or a.block:
+                    break
+            accum = math.ceil(n_blocks / steps)
+            runs = {}
+            for mode in ("padded", "packed"):
+                cmd = [sys.executable, __file__, "--worker", mode, "--data", str(tmp / "data"), "--batch", str(batch),
+                       "--block", str(block), "--lr", str(a.lr), "--out", str(tmp / f"{mode}.json"),
+                       "--accum", str(accum)]
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL if a.quick else None)
+                runs[mode] = json.loads((tmp / f"{mode}.json").read_text())
+            pad, pk = runs["padded"], runs["packed"]
+            by_batch[batch] = {
+                "padded_batch": batch, "packed_block": block, "packed_blocks": n_blocks, "packed_blocks_per_step": accum,
+                "padded_tok_s": pad["tok_s"], "packed_tok_s": pk["tok_s"], "speedup": round(pk["tok_s"] / pad["tok_s"], 2),
+                "loss_padded": pad["loss_after"], "loss_packed": pk["loss_after"],
+                "loss_rel_diff": round(abs(pad["loss_after"] - pk["loss_after"]) / pad["loss_after"], 4),
+                "train_loss_padded": pad["train_loss"], "train_loss_packed": pk["train_loss"],
+                "steps_padded": pad["steps"], "steps_packed": pk["steps"],
+                "pad_fraction_padded": round(1 - pad["real_tokens"] / pad["computed_tokens"], 3),
+                "ideal_speedup": round(pad["computed_tokens"] / pad["real_tokens"], 2),
+                "peak_rss_mb_padded": pad["peak_rss_mb"], "peak_rss_mb_packed": pk["peak_rss_mb"],
+                "train_seconds_padded": pad["train_seconds"], "train_seconds_packed": pk["train_seconds"]}
+            print(f"batch {batch}: {by_batch[batch]}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    head = by_batch[max(by_batch)]            # the headline: the largest padded batch (16 = m1's global batch)
     res = {
         "mode": "quick" if a.quick else "full",
         "model": "smollm2-135m-instruct (full fine-tuning, fp32, CPU, 2 threads)",
-        "examples": n, "padded_batch": a.batch, "packed_block": block, "packed_blocks": n_blocks,
-        "packed_blocks_per_step": accum, "learning_rate": a.lr,
+        "examples": n, "learning_rate": a.lr,
+        "headline": f"padded batch {head['padded_batch']} (all batch sizes under by_batch)",
+        **head,
+        "by_batch": {str(k): v for k, v in by_batch.items()},
         "attention_note": ("CPU sdpa: a packed block's attention is computed densely over the whole block (masked), "
-                           "so blocks are kept to ~2x the longest sequence; on GPU, flash-attention varlen kernels "
+                           "so blocks are kept near the longest sequence; on GPU, flash-attention varlen kernels "
                            "skip the masked pairs"),
         "lengths_note": (f"reasoning lengths drawn from a log-normal fitted to m1's median {M1_LENGTHS['median']} and "
                          f"p75 {M1_LENGTHS['p75']} (capped at {M1_LENGTHS['max']}), divided by {scale:g} for the CPU; "
                          "prompts are real MedMCQA questions, not scaled, so padding waste is smaller than at m1's "
                          "scale; reasoning text is real PubMedQA abstract text"),
+        "batch_note": ("m1 itself trains with 1 sequence per GPU (no padding at all) and 16 per optimizer step; the "
+                       "padded batches here are what a single device doing 8 or 16 sequences per step would pad"),
         "scale": scale,
         "reasoning_tokens": {"median": float(np.median(lengths)), "p75": float(np.percentile(lengths, 75)),
                              "max": int(max(lengths))},
         "sequence_tokens": {"median": float(np.median(totals)), "max": int(max(totals)), "total": int(sum(totals))},
-        "padded_tok_s": pad["tok_s"], "packed_tok_s": pk["tok_s"],
-        "speedup": round(pk["tok_s"] / pad["tok_s"], 2),
-        "loss_padded": pad["loss_after"], "loss_packed": pk["loss_after"],
-        "loss_rel_diff": round(abs(pad["loss_after"] - pk["loss_after"]) / pad["loss_after"], 4),
-        "train_loss_padded": pad["train_loss"], "train_loss_packed": pk["train_loss"],
-        "steps_padded": pad["steps"], "steps_packed": pk["steps"],
-        "pad_fraction_padded": round(1 - pad["real_tokens"] / pad["computed_tokens"], 3),
-        "peak_rss_mb_padded": pad["peak_rss_mb"], "peak_rss_mb_packed": pk["peak_rss_mb"],
-        "train_seconds_padded": pad["train_seconds"], "train_seconds_packed": pk["train_seconds"],
         "load_average_1m": round(os.getloadavg()[0], 2), "seconds": round(time.time() - t0, 1),
         "goal": "speedup >= 1.5 at equal loss (loss_rel_diff small)",
     }
     write_json(OUT_QUICK if a.quick else OUT, res)
     print(json.dumps(res, indent=1))
-    print(f"packed {res['packed_tok_s']} tok/s vs padded {res['padded_tok_s']} tok/s: speedup {res['speedup']}x "
-          f"at loss {res['loss_packed']} vs {res['loss_padded']}")
+    print("; ".join(f"batch {k}: packed {v['packed_tok_s']} vs padded {v['padded_tok_s']} tok/s = {v['speedup']}x "
+                    f"at loss {v['loss_packed']} vs {v['loss_padded']}" for k, v in by_batch.items()))
     return 0
 
 
