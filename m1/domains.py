@@ -15,7 +15,8 @@ from .data import ASSETS, format_question
 
 # %% auto #0
 __all__ = ['RUBRIC_INTRO', 'ASK_CODE', 'RETRY_ASK', 'load_qualifiers', 'rubric', 'classifier_messages', 'retry_messages',
-           'parse_code', 'classify_domains', 'classifier_client', 'domains_stage', 'domain_table', 'plot_domains']
+           'parse_code', 'code_format', 'parse_reply', 'classify_domains', 'classifier_client', 'domains_stage',
+           'domain_table', 'plot_domains']
 
 # %% ../nbs/06_domains.ipynb #8960994c
 def load_qualifiers(path: str | Path | None = None) -> list[dict]:
@@ -67,18 +68,38 @@ def parse_code(text: str | None, codes: set[str] | None = None) -> str | None:
     return code if code in codes else None
 
 # %% ../nbs/06_domains.ipynb #2a682f9f
+def code_format(codes) -> dict:
+    "An OpenAI `response_format` whose JSON schema admits only `{\"code\": c}` for a `c` in `codes`."
+    return {"type": "json_schema", "json_schema": {"name": "mesh_qualifier", "strict": True, "schema": {
+        "type": "object", "properties": {"code": {"type": "string", "enum": sorted(codes)}},
+        "required": ["code"], "additionalProperties": False}}}
+
+
+def parse_reply(text: str | None, codes: set[str], constrained: bool = False) -> str | None:
+    "The code of a reply: the JSON `code` field when `constrained`, else m1's last-line rule (`parse_code`)."
+    if not constrained:
+        return parse_code(text, codes)
+    try:
+        code = json.loads(text or "").get("code")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return code if code in codes else None
+
+# %% ../nbs/06_domains.ipynb #42867e66
 def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_tokens: int | None = 2048,
                      retries: int = 1, on_fail: str = "unknown", temperature: float | None = 0.0,
-                     ) -> tuple[Dataset, dict]:
+                     constrain: bool = False) -> tuple[Dataset, dict]:
     "Label each question with a MeSH qualifier code through a `ChatClient`; returns (dataset, statistics)."
     if on_fail not in ("unknown", "drop"):
         raise ValueError(f"domains.on_fail must be 'unknown' or 'drop', got {on_fail!r}")
     quals = quals or load_qualifiers()
     titles = {q["code"]: q["title"] for q in quals}
+    extra = {"response_format": code_format(titles)} if constrain else {}
+    parse = lambda t: parse_reply(t, set(titles), constrain)
     msgs = [classifier_messages(r, quals) for r in ds]
-    replies = client.chat(msgs, temperature=temperature, max_tokens=max_tokens, desc="domains")
+    replies = client.chat(msgs, temperature=temperature, max_tokens=max_tokens, desc="domains", **extra)
     texts = [r["text"] for r in replies]
-    codes = [parse_code(t, set(titles)) for t in texts]
+    codes = [parse(t) for t in texts]
     tries = [1] * len(ds)
     first_fail = sum(c is None for c in codes)
     finish = [r.get("finish_reason") for r in replies]
@@ -87,10 +108,9 @@ def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_t
         if not todo:
             break
         again = client.chat([retry_messages(msgs[i], texts[i]) for i in todo], temperature=temperature,
-                            max_tokens=max_tokens, desc="domains (retry)")
+                            max_tokens=max_tokens, desc="domains (retry)", **extra)
         for i, r in zip(todo, again):
-            texts[i], codes[i], tries[i], finish[i] = r["text"], parse_code(r["text"], set(titles)), tries[i] + 1, \
-                r.get("finish_reason")
+            texts[i], codes[i], tries[i], finish[i] = r["text"], parse(r["text"]), tries[i] + 1, r.get("finish_reason")
     dom = [c if c is not None else "unknown" for c in codes]
     out = ds.add_column("domain", dom).add_column("domain_title", [titles.get(c, "unknown") for c in dom])
     out = out.add_column("domain_reply", [t or "" for t in texts]).add_column("domain_tries", tries)
@@ -103,7 +123,8 @@ def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_t
              "parse_failure_rate": round(failed / n, 4) if n else 0.0,
              "retried": sum(t > 1 for t in tries), "dropped": n - len(out), "on_fail": on_fail,
              "truncated_replies": sum(f == "length" for f in finish),
-             "distinct_domains": len({d for d in out["domain"] if d != "unknown"}) if len(out) else 0}
+             "distinct_domains": len({d for d in out["domain"] if d != "unknown"}) if len(out) else 0,
+             "constrained": constrain}
     return out, stats
 
 # %% ../nbs/06_domains.ipynb #4b25a260
@@ -128,7 +149,8 @@ def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int 
 
 def domains_stage(ds: Dataset, cfg: dict, client=None) -> Dataset:
     "The pipeline stage: classify with the profile's `domains` section (opening its client unless given one)."
-    kw = dict(max_tokens=cfg.get("max_tokens"), retries=cfg.get("retries", 1), on_fail=cfg.get("on_fail", "unknown"))
+    kw = dict(max_tokens=cfg.get("max_tokens"), retries=cfg.get("retries", 1), on_fail=cfg.get("on_fail", "unknown"),
+              constrain=cfg.get("constrain", False))
     if client is not None:
         return classify_domains(ds, client, **kw)[0]
     with classifier_client(cfg) as c:

@@ -27,7 +27,7 @@ from .grade import grade
 __all__ = ['STORE_FORMAT', 'RESULT_COLUMNS', 'GPQA', 'known_sets', 'check_sets', 'load_suite', 'parse_ints', 'check_grid',
            'grid_cells', 'StoreConfigError', 'model_fingerprint', 'run_config', 'record_key', 'ResultsStore',
            'make_record', 'load_results', 'metrics_table', 'results_table', 'to_markdown', 'evaluate', 'default_model',
-           'run_selection', 'chance_report', 'write_reports', 'run_eval', 'eval_parser', 'eval_main']
+           'run_selection', 'chance_report', 'write_reports', 'run_eval', 'eval_parser', 'eval_main', 'compare_table']
 
 # %% ../nbs/11_eval.ipynb #74d7ebca
 def known_sets() -> list[str]:
@@ -589,3 +589,21 @@ def eval_main(argv: list[str] | None = None) -> int:
     print(Path(r["out"], "results.md").read_text())
     print(f"wrote {r['store']} ({len(r['results'])} answers) and {r['out']}/results.md, results.csv, manifest.json")
     return 0
+
+# %% ../nbs/11_eval.ipynb #bdd522d5
+def compare_table(runs: dict, digits: int = 1) -> pd.DataFrame:
+    "Average accuracy (± CI) and answered share of several runs' `metrics_table`s per (budget, Waits), with chance."
+    avgs = {name: m[m["set"] == "Average"].set_index(["budget", "waits"]) for name, m in runs.items()}
+    cells = sorted({c for a in avgs.values() for c in a.index})
+    rows = {}
+    for b, w in cells:
+        row = {}
+        for name, a in avgs.items():
+            hit = a.loc[(b, w)] if (b, w) in a.index else None
+            row[name] = "" if hit is None else _cell(hit["acc"], hit["lo"], hit["hi"], digits)
+            row[f"{name} answered"] = "" if hit is None else f"{100 * hit['answered']:.0f}"
+        row["chance"] = next(f"{100 * a.loc[(b, w), 'chance']:.{digits}f}" for a in avgs.values() if (b, w) in a.index)
+        rows[f"{b} / {w}"] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "budget / Waits"
+    return out

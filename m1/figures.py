@@ -15,8 +15,8 @@ import pandas as pd
 from .core import atomic_write, repo_root, stage_done, stage_manifest, stage_path, write_json
 
 # %% auto #0
-__all__ = ['CURATION_STAGES', 'figures_dir', 'save_figure', 'save_table', 'plot_budget_curve', 'plot_wait_curve',
-           'plot_length_hist', 'plot_domain_counts', 'stage_counts', 'make_figures']
+__all__ = ['CURATION_STAGES', 'figures_dir', 'save_figure', 'save_table', 'plot_budget_curve', 'plot_wait_curve', 'stage_counts',
+           'run_label', 'make_figures']
 
 # %% ../nbs/12_figures.ipynb #148de6d3
 def figures_dir(path: str | Path | None = None) -> Path:
@@ -91,32 +91,6 @@ def plot_wait_curve(metrics: pd.DataFrame, budget: int | None = None, title: str
     ax.grid(alpha=0.3); ax.legend(fontsize=7)
     return fig
 
-# %% ../nbs/12_figures.ipynb #d2b93f30
-def plot_length_hist(lengths, title: str = "Reasoning length of the SFT data", bins: int = 30):
-    "Fig. 6: histogram of token lengths with mean and median lines."
-    x = np.asarray(list(lengths), dtype=float)
-    if x.size == 0:
-        raise ValueError("no lengths to plot")
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.hist(x, bins=bins, color="#4c72b0", alpha=0.85)
-    ax.axvline(x.mean(), color="k", ls="-", lw=1.2, label=f"mean {x.mean():.0f}")
-    ax.axvline(np.median(x), color="k", ls="--", lw=1.2, label=f"median {np.median(x):.0f}")
-    ax.set_xlabel("reasoning tokens"); ax.set_ylabel("examples"); ax.set_title(f"{title} (n={x.size})")
-    ax.legend()
-    return fig
-
-# %% ../nbs/12_figures.ipynb #81388ef4
-def plot_domain_counts(counts: dict | pd.Series, title: str = "Questions per MeSH domain", top: int = 40):
-    "Table 4 as a bar chart: count per domain, largest first (at most `top` bars)."
-    s = pd.Series(counts).sort_values(ascending=False).head(top)
-    if s.empty:
-        raise ValueError("no domain counts to plot")
-    fig, ax = plt.subplots(figsize=(6, 0.22 * len(s) + 1.2))
-    ax.barh(range(len(s))[::-1], s.values, color="#55a868")
-    ax.set_yticks(range(len(s))[::-1], [str(i) for i in s.index], fontsize=7)
-    ax.set_xlabel("questions"); ax.set_title(title)
-    return fig
-
 # %% ../nbs/12_figures.ipynb #9f53f769
 CURATION_STAGES = ["merge", "dedup", "distill", "filter", "domains", "select", "sft_data"]
 
@@ -127,13 +101,21 @@ def stage_counts(work: str | Path) -> pd.DataFrame:
     for s in CURATION_STAGES:
         if stage_done(s, work):
             m = stage_manifest(s, work)
-            rows.append({"stage": s, "rows": int(m.get("rows", 0))})
-    df = pd.DataFrame(rows, columns=["stage", "rows"])
+            n = int(m.get("rows", 0))
+            q = int((m.get("report") or {}).get("questions", n)) if s == "distill" else n   # distill: a row per trace
+            rows.append({"stage": s, "questions": q, "rows": n})
+    df = pd.DataFrame(rows, columns=["stage", "questions", "rows"])
     if len(df):
-        df["% of merged"] = (100 * df["rows"] / df["rows"].iloc[0]).round(1)
+        df["% of merged"] = (100 * df["questions"] / df["questions"].iloc[0]).round(1)
     return df
 
 # %% ../nbs/12_figures.ipynb #f81b0c86
+def run_label(model) -> str:
+    "A short name for a model in titles: the folder name, with its parent when the folder is just `model`."
+    p = Path(str(model))
+    return "/".join(p.parts[-2:]) if p.name == "model" and len(p.parts) > 1 else p.name
+
+# %% ../nbs/12_figures.ipynb #8761972a
 def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> dict:
     "Draw every figure and table the stages in `work` have saved results for; returns {name: [paths]}."
     from datasets import load_from_disk
@@ -144,7 +126,7 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
         from m1.core import load_profile
         df = load_results(res)
         metrics = metrics_table(df, by=("budget", "waits"))
-        model = Path(str(df.attrs.get("config", {}).get("model", "model"))).name
+        model = run_label(df.attrs.get("config", {}).get("model", "model"))
         if (metrics["waits"] == 0).any():
             written["budget_curve"] = save_figure(plot_budget_curve(metrics, f"Accuracy vs thinking budget — {model}"),
                                                   "budget_curve", out)
@@ -156,23 +138,32 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
             at = int(metrics[metrics["waits"] > 0]["budget"].iloc[0])
             written["results_waits"] = save_table(results_table(metrics, "waits", at=at).reset_index(),
                                                   "results_waits", out, f"Accuracy (%) by forced Waits at {at} — {model}")
+        base = work / "eval" / "base" / "results.jsonl"
+        if base.exists():
+            from m1.evaluate import compare_table
+            bdf = load_results(base)
+            bname = run_label(bdf.attrs.get("config", {}).get("model", "base"))
+            bm = metrics_table(bdf, by=("budget", "waits"))
+            written["before_after"] = save_table(compare_table({f"base ({bname})": bm, f"tuned ({model})": metrics})
+                                                 .reset_index(), "before_after", out,
+                                                 "Average accuracy (%) before and after SFT, answered share, chance")
     else:
         log(f"no eval results at {res}: budget and Wait curves skipped")
     sc = stage_counts(work)
     if len(sc):
         written["stage_counts"] = save_table(sc, "stage_counts", out, "Rows after each curation stage")
     if stage_done("sft_data", work):
+        from m1.sft_data import plot_lengths
         ds = load_from_disk(str(stage_path("sft_data", work) / "data"))
-        col = next((c for c in ("reasoning_tokens", "thinking_tokens") if c in ds.column_names), None)
-        if col:
-            written["reasoning_lengths"] = save_figure(plot_length_hist(ds[col]), "reasoning_lengths", out)
-    dom_stage = next((s for s in ("domains",) if stage_done(s, work)), None)
-    if dom_stage:
-        ds = load_from_disk(str(stage_path(dom_stage, work) / "data"))
-        col = next((c for c in ("domain", "domain_title", "domain_code") if c in ds.column_names), None)
-        if col:
-            counts = pd.Series(ds[col]).value_counts()
-            written["domains"] = save_figure(plot_domain_counts(counts), "domains", out)
-            save_table(counts.rename_axis("domain").reset_index(name="questions"), "domain_counts", out,
-                       "Questions per MeSH domain")
+        if len(ds) and "reasoning_tokens" in ds.column_names:
+            written["reasoning_lengths"] = save_figure(plot_lengths(ds, "SFT data"), "reasoning_lengths", out)
+    if stage_done("domains", work):
+        from m1.domains import domain_table, plot_domains
+        ds = load_from_disk(str(stage_path("domains", work) / "data"))
+        if len(ds) and "domain" in ds.column_names:
+            table = domain_table(ds)
+            cls = stage_manifest("domains", work).get("config", {}).get("classifier", "")
+            title = f"Questions per MeSH qualifier (classifier {cls})" if cls else "Questions per MeSH qualifier"
+            written["domains"] = save_figure(plot_domains(table, title), "domains", out)
+            written["domain_counts"] = save_table(table, "domain_counts", out, "Questions per MeSH qualifier")
     return {k: [str(p) for p in v] for k, v in written.items()}

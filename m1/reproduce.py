@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import repo_root, runs_dir, stage_done, write_json
 
 # %% auto #0
-__all__ = ['STAGES', 'StageFailed', 'default_work', 'run_stage', 'reproduce', 'reproduce_main', 'figures_main']
+__all__ = ['STAGES', 'StageFailed', 'default_work', 'run_stage', 'reproduce', 'parse_params', 'reproduce_main', 'figures_main']
 
 # %% ../nbs/14_reproduce.ipynb #b633f6ed
 STAGES = [  # (stage name = its folder in the work dir, notebook)
@@ -38,7 +38,14 @@ def run_stage(notebook: str | Path, out: str | Path, profile: str, work: str | P
     src = nbs / notebook
     if not src.exists():
         raise FileNotFoundError(f"stage {stage or notebook}: notebook {src} does not exist")
-    params = {"profile": str(profile), "work": str(work), **(extra or {})}
+    known = pm.inspect_notebook(str(src))
+    if bad := sorted(set(extra or {}) - set(known)):
+        raise ValueError(f"stage {stage or notebook}: {notebook} has no parameter {', '.join(bad)}; "
+                         f"its parameters: {', '.join(known)}")
+    params = {"profile": str(profile), "work": str(work)}
+    if "examples" in known:
+        params["examples"] = False
+    params.update(extra or {})
     t = time.time()
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(nbs), kernel_name="python3",
@@ -87,8 +94,23 @@ def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str
     return summary
 
 # %% ../nbs/14_reproduce.ipynb #971b0eec
+def parse_params(items: list[str]) -> dict:
+    "`['merge.sources=[local]', 'eval.limit=2']` -> `{'merge': {'sources': ['local']}, 'eval': {'limit': 2}}`."
+    import yaml
+    names, out = {s for s, _ in STAGES}, {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"parameter {item!r}: expected STAGE.NAME=VALUE, e.g. merge.sources=[local]")
+        if stage not in names:
+            raise ValueError(f"parameter {item!r}: unknown stage {stage!r}; stages: {[s for s, _ in STAGES]}")
+        out.setdefault(stage, {})[name] = yaml.safe_load(value)
+    return out
+
+# %% ../nbs/14_reproduce.ipynb #5c1bc0e8
 def reproduce_main(argv: list[str] | None = None) -> int:
-    "`m1 reproduce --profile tiny|paper [--work DIR] [--until STAGE] [--only S1,S2] [--force]`."
+    "`m1 reproduce --profile tiny|paper [--work DIR] [--until STAGE] [--only S1,S2] [--force] [-p STAGE.NAME=VALUE]`."
     import argparse
     ap = argparse.ArgumentParser(prog="m1 reproduce", description="Run the m1 pipeline notebooks in order "
                                  "with papermill, resuming at the first unfinished stage.")
@@ -98,9 +120,12 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--until", default=None, help=f"stop after this stage; stages: {[s for s, _ in STAGES]}")
     ap.add_argument("--only", default=None, help="comma-separated stages to run (others skipped)")
     ap.add_argument("--force", action="store_true", help="re-run stages that are already done")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
+                    help="a stage notebook parameter (VALUE read as YAML), e.g. -p 'merge.sources=[local]'; repeatable")
     a = ap.parse_args(argv)
     try:
-        r = reproduce(a.profile, a.work, a.run_id, a.until, a.only.split(",") if a.only else None, a.force)
+        r = reproduce(a.profile, a.work, a.run_id, a.until, a.only.split(",") if a.only else None, a.force,
+                      extra=parse_params(a.param))
     except (StageFailed, ValueError, FileNotFoundError) as e:
         print(f"m1 reproduce: {e}", file=__import__("sys").stderr)
         return 1
