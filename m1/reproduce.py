@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .core import repo_root, runs_dir, stage_done, write_json
+from .core import load_profile, repo_root, runs_dir, stage_done, write_json
 
 # %% auto #0
 __all__ = ['STAGES', 'StageFailed', 'default_work', 'run_stage', 'reproduce', 'parse_params', 'reproduce_main', 'figures_main']
@@ -71,6 +71,11 @@ def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str
         stages = stages[:names.index(until) + 1]
     if only:
         stages = [s for s in stages if s[0] in only]
+    P = load_profile(profile)                 # an unknown profile fails here, before any notebook runs
+    defaults = dict(P.get("reproduce") or {})
+    if bad := sorted(set(defaults) - {s for s, _ in STAGES}):
+        raise ValueError(f"profile {P.name}: reproduce section names unknown stages {bad}")
+    extra = {s: {**(defaults.get(s) or {}), **((extra or {}).get(s) or {})} for s in set(defaults) | set(extra or {})}
     work = Path(work or default_work(profile)).resolve()
     work.mkdir(parents=True, exist_ok=True)
     run_id = run_id or f"{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -83,7 +88,7 @@ def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str
             timings[stage] = {"status": "skipped", "seconds": 0.0}
             continue
         log(f"[{stage}] running {nb} ...")
-        secs = run_stage(nb, out_dir / nb, profile, work, (extra or {}).get(stage), nbs, stage)
+        secs = run_stage(nb, out_dir / nb, profile, work, extra.get(stage), nbs, stage)
         if not stage_done(stage, work):
             raise StageFailed(f"stage {stage!r}: {nb} ran without error but saved no output under {work / stage}")
         timings[stage] = {"status": "ran", "seconds": round(secs, 1)}
