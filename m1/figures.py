@@ -31,8 +31,9 @@ def save_figure(fig, stem: str, folder: str | Path | None = None) -> list[Path]:
     out = []
     for ext in ("png", "pdf"):
         p = figures_dir(folder) / f"{stem}.{ext}"
+        meta = {"CreationDate": None} if ext == "pdf" else {}   # no timestamp: the same figure, the same bytes
         with atomic_write(p, "wb") as f:
-            fig.savefig(f, format=ext, dpi=150, bbox_inches="tight")
+            fig.savefig(f, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
         out.append(p)
     plt.close(fig)
     return out
