@@ -124,7 +124,6 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
     res = work / "eval" / "results.jsonl"
     if res.exists():
         from m1.evaluate import load_results, metrics_table, results_table
-        from m1.core import load_profile
         df = load_results(res)
         metrics = metrics_table(df, by=("budget", "waits"))
         model = run_label(df.attrs.get("config", {}).get("model", "model"))

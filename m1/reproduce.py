@@ -72,10 +72,11 @@ def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str
     if only:
         stages = [s for s in stages if s[0] in only]
     P = load_profile(profile)                 # an unknown profile fails here, before any notebook runs
-    defaults = dict(P.get("reproduce") or {})
-    if bad := sorted(set(defaults) - {s for s, _ in STAGES}):
-        raise ValueError(f"profile {P.name}: reproduce section names unknown stages {bad}")
-    extra = {s: {**(defaults.get(s) or {}), **((extra or {}).get(s) or {})} for s in set(defaults) | set(extra or {})}
+    defaults, extra = dict(P.get("reproduce") or {}), dict(extra or {})
+    for where, given in ((f"profile {P.name}: reproduce section", defaults), ("extra", extra)):
+        if bad := sorted(set(given) - set(names) - {s for s, _ in STAGES}):
+            raise ValueError(f"{where} names unknown stages {bad}; stages: {names}")
+    extra = {s: {**(defaults.get(s) or {}), **(extra.get(s) or {})} for s in set(defaults) | set(extra)}
     work = Path(work or default_work(profile)).resolve()
     work.mkdir(parents=True, exist_ok=True)
     run_id = run_id or f"{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
