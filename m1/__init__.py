@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .core import load_profile, work_dir, cache_dir, data_dir  # noqa: E402,F401
 from .data import (load_eval, load_pool, load_file, load_hub, load_demo, render_prompt,  # noqa: E402,F401
-                     shuffle_options, answer_text, option_map, EVAL_SETS)
+                     shuffle_options, answer_text, option_map, EVAL_SETS, M1_EVAL_SETS,
+                     load_eval_suite)
 from .grade import grade, extract_answer  # noqa: E402,F401
 from .models import load_model, load_tokenizer, resolve_model, REGISTRY, DEFAULT_MODEL  # noqa: E402,F401

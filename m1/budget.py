@@ -15,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from .core import ANSWER_FORCED, ANSWER_START, IM_END, IM_START, THINK_START, WAIT
+from .core import ANSWER_FORCED, IM_END, IM_START, THINK_START, WAIT
 
 # %% auto #0
-__all__ = ['Continuation', 'row_seed', 'Backend', 'set_threads', 'PrefixCache', 'TransformersBackend', 'chat_prompt_ids',
-           'wait_ids', 'Trace', 'think', 'BudgetResult', 'parse_mcq', 'budget_force', 'derive', 'budget_sweep',
-           'OpenAIBackend', 'make_backend', 'ask', 'print_result', 'ask_main']
+__all__ = ['WAIT_SPACINGS', 'ANSWER_MARK', 'SCORERS', 'COT_INSTRUCTION', 'MODES', 'Continuation', 'row_seed', 'Backend',
+           'set_threads', 'PrefixCache', 'TransformersBackend', 'chat_prompt_ids', 'wait_ids', 'worse_via', 'Trace',
+           'think', 'BudgetResult', 'parse_mcq', 'answer_head', 'budget_force', 'direct', 'derive', 'budget_sweep',
+           'reply_ids', 'server_error', 'OpenAIBackend', 'make_backend', 'ask', 'print_result', 'ask_main']
 
 # %% ../nbs/10_budget.ipynb #3618fa6a
 @dataclass
@@ -31,6 +32,8 @@ class Continuation:
     stop_reason: str                  # "stop" (a stop marker was generated) or "length" (limit reached)
     stop_token: int | None = None     # the marker that stopped it, when the backend knows
     decoded: int = 0                  # tokens the backend generated (the stop marker included)
+    via: str = "local"                # how it continued: "local" (in process), "token_ids" (a server, from the ids
+                                      # it returned), "retokenized" (a server's text, tokenized again), "" (nothing)
 
 
 def row_seed(seed: int | None, seq: Sequence[int]) -> int:
@@ -324,23 +327,44 @@ class TransformersBackend(Backend):
                              len(new[i]) + (reason[i] == "stop")) for i in range(B)]
 
 # %% ../nbs/10_budget.ipynb #b2b010f5
-def chat_prompt_ids(tok, user: str) -> list[int]:
-    "Token ids of the chat template (with generation prompt) for `user`, then `<|im_start|>think\\n`."
+def chat_prompt_ids(tok, user: str, think: bool = True) -> list[int]:
+    """Token ids of the chat template (with generation prompt) for `user`, then `<|im_start|>think\\n`
+    (`think=False`: the plain chat prompt of m1's baseline rows)."""
     text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-    return tok.encode(text + THINK_START, add_special_tokens=False)
+    return tok.encode(text + (THINK_START if think else ""), add_special_tokens=False)
+
 
 # %% ../nbs/10_budget.ipynb #4c122db9
-def wait_ids(tok, thinking: str) -> list[int]:
-    "The tokens of 'Wait' to append after `thinking`: ' Wait' after a visible character, 'Wait' after white space."
-    s = WAIT if (not thinking or thinking[-1].isspace()) else " " + WAIT
+WAIT_SPACINGS = ("m1", "word")
+
+
+def wait_ids(tok, thinking: str, spacing: str = "m1") -> list[int]:
+    """The tokens of the Wait to append after `thinking`. `spacing="m1"` (m1's code): " Wait" only when the thinking
+    ends with a space, else "Wait"; `"word"`: " Wait" after a visible character, "Wait" after white space or at the start."""
+    if spacing == "m1":
+        s = " " + WAIT if thinking.endswith(" ") else WAIT
+    elif spacing == "word":
+        s = WAIT if (not thinking or thinking[-1].isspace()) else " " + WAIT
+    else:
+        raise ValueError(f"wait_spacing must be one of {WAIT_SPACINGS}, got {spacing!r}")
     return tok.encode(s, add_special_tokens=False)
 
+
 # %% ../nbs/10_budget.ipynb #7629c319
+_VIA = ("", "local", "token_ids", "retokenized")   # how a sample was continued, from exact to least exact
+
+
+def worse_via(a: str, b: str) -> str:
+    "The less exact of two continuation kinds: a sample is only as token-exact as its least exact step."
+    return max(a, b, key=_VIA.index)
+
+
 @dataclass
 class Trace:
     "The thinking of one sample: segments of generated tokens, each followed by a Wait or the end."
     segments: list = field(default_factory=list)   # [(tokens, stop_reason, wait_tokens_after)]
     decoded: int = 0
+    via: str = ""                                  # the least exact continuation kind of its steps
 
     @property
     def ids(self) -> list[int]:
@@ -356,7 +380,7 @@ class Trace:
 
 
 def think(backend: Backend, prompt_ids: list[list[int]], budget: int, waits: int = 0, min_thinking: int = 0,
-          seed: int | None = None) -> list[Trace]:
+          seed: int | None = None, wait_spacing: str = "m1") -> list[Trace]:
     "Thinking phase of budget forcing for many prompts: at most `budget` thinking tokens each (Waits included)."
     tok = backend.tok
     traces = [Trace() for _ in prompt_ids]
@@ -373,9 +397,10 @@ def think(backend: Backend, prompt_ids: list[list[int]], budget: int, waits: int
             seqs[i] += c.tokens
             used[i] += len(c.tokens)
             traces[i].decoded += c.decoded
+            traces[i].via = worse_via(traces[i].via, c.via)
             w: list[int] = []
             if c.stop_reason == "stop" and traces[i].waits_used < waits:
-                w = wait_ids(tok, tok.decode(traces[i].ids + c.tokens))
+                w = wait_ids(tok, tok.decode(traces[i].ids + c.tokens), wait_spacing)
                 if budget - used[i] <= len(w):
                     w = []                       # no room for a token after the Wait
             traces[i].segments.append((c.tokens, c.stop_reason, w))
@@ -387,12 +412,16 @@ def think(backend: Backend, prompt_ids: list[list[int]], budget: int, waits: int
         active, rnd = nxt, rnd + 1
     return traces
 
+
 # %% ../nbs/10_budget.ipynb #6460ef90
+ANSWER_MARK = IM_START + "answer"      # m1's marker after a thinking that stopped by itself (the model writes the newline)
+
+
 @dataclass
 class BudgetResult:
-    "One sample's budget-forcing outcome."
+    "One sample's budget-forcing (or baseline) outcome."
     prompt: str
-    budget: int
+    budget: int                       # thinking budget (baseline modes: the generation limit)
     waits: int
     thinking: str
     thinking_tokens: int
@@ -408,11 +437,21 @@ class BudgetResult:
     grade_method: str | None = None
     thinking_ids: list = field(default_factory=list, repr=False)
     answer_ids: list = field(default_factory=list, repr=False)
+    mode: str = "budget"              # "budget" (think/answer forcing), "plain" or "cot" (m1's baseline rows)
+    continuation: str = "local"       # "local", "token_ids" or "retokenized" (see Continuation.via)
+    newline_added: bool = False       # m1 ended the thinking with "\n" before the answer marker
+    head_tokens: int = 0              # tokens between thinking and answer: that newline and the answer marker
+    total_tokens: int = 0             # m1's num_gen_tokens: thinking + head + answer tokens
+    scorer: str | None = None         # the scorer that set pred/correct ("strict" or "m1")
 
     @property
     def text(self) -> str:
-        "The whole assistant text: think marker, thinking, answer marker, answer."
-        return f"{THINK_START}{self.thinking}{ANSWER_START}{self.answer}"   # a forced answer starts "Final Answer:"
+        "The whole assistant text as the model saw it: think marker, thinking, answer marker, answer."
+        if self.mode != "budget":
+            return self.answer
+        nl = "\n" if self.newline_added else ""
+        forced = "\n" if self.stopped == "budget" else ""    # the forced marker ends "answer\n"; answer = "Final Answer:..."
+        return f"{THINK_START}{self.thinking}{nl}{ANSWER_MARK}{forced}{self.answer}"
 
     def to_dict(self, ids: bool = False) -> dict:
         d = asdict(self)
@@ -422,6 +461,7 @@ class BudgetResult:
 
     def __getitem__(self, k):          # records read like dicts too
         return getattr(self, k)
+
 
 # %% ../nbs/10_budget.ipynb #d659dc0d
 _OPT = re.compile(r"^\s*\(?([A-Z])[\.\):]\s+(.+?)\s*$")
@@ -440,9 +480,10 @@ def parse_mcq(text: str) -> dict | None:
     return {"question": q, "options": [_OPT.match(l).group(2) for l in lines[k:]], "answer": None} if q else None
 
 
-def _inputs(xs) -> list[tuple[str, dict | None]]:
-    "(user prompt, row or None) per input."
-    from m1.data import render_prompt
+def _inputs(xs, suffix: str | None = None) -> list[tuple[str, dict | None]]:
+    "(user prompt, row or None) per input; a row's prompt: question, options, then `suffix` (default: the boxed instruction)."
+    from m1.data import BOXED_INSTRUCTION, format_question
+    suffix = BOXED_INSTRUCTION if suffix is None else suffix
     out = []
     for i, x in enumerate(xs):
         if isinstance(x, str):
@@ -454,72 +495,122 @@ def _inputs(xs) -> list[tuple[str, dict | None]]:
             if "question" not in x or "options" not in x:
                 raise ValueError(f"input {i} is a dict without 'question' and 'options': not a schema row "
                                  f"(keys: {sorted(x)})")
-            out.append((render_prompt(x), x))
+            out.append((f"{format_question(x)}\n{suffix}", x))
         else:
             raise TypeError(f"input {i}: expected a schema row (dict) or a prompt string, got {type(x).__name__}")
     return out
 
 # %% ../nbs/10_budget.ipynb #3c2166ea
-def _check(budget, waits, answer_tokens, min_thinking=0, name="budget"):
+SCORERS = ("strict", "m1")
+
+
+def _check(budget, waits, answer_tokens, min_thinking=0, name="budget", scorer="strict", wait_spacing="m1"):
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
         raise ValueError(f"{name} must be a positive number of thinking tokens, got {budget!r} "
                          "(e.g. 256; m1 uses 128 ... 16384)")
     if isinstance(waits, bool) or not isinstance(waits, int) or waits < 0:
         raise ValueError(f"waits must be a non-negative integer, got {waits!r}")
-    if not isinstance(answer_tokens, int) or answer_tokens <= 0:
+    if isinstance(answer_tokens, bool) or not isinstance(answer_tokens, int) or answer_tokens <= 0:
         raise ValueError(f"answer_tokens must be a positive integer, got {answer_tokens!r} (m1 uses 1024)")
-    if not isinstance(min_thinking, int) or min_thinking < 0:
+    if isinstance(min_thinking, bool) or not isinstance(min_thinking, int) or min_thinking < 0:
         raise ValueError(f"min_thinking must be a non-negative integer, got {min_thinking!r}")
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    if wait_spacing not in WAIT_SPACINGS:
+        raise ValueError(f"wait_spacing must be one of {WAIT_SPACINGS}, got {wait_spacing!r}")
 
 
-def _answer(backend: Backend, items: list[tuple[list[int], str]], answer_tokens: int, seed) -> list[Continuation]:
-    "Answer each (sequence, stopped) with the right answer marker; identical sequences are decoded once."
-    tok = backend.tok
-    heads = {"self": tok.encode(ANSWER_START, add_special_tokens=False),
-             "budget": tok.encode(ANSWER_FORCED, add_special_tokens=False)}
-    seqs = [seq + heads[st] for seq, st in items]
+def answer_head(tok, thinking_ids: list[int], stopped: str) -> tuple[list[int], bool]:
+    """(tokens between the thinking and the answer, whether a newline was added), as m1 does it: a newline when the
+    thinking does not end with one, then `<|im_start|>answer` (stopped by itself) or the forced `...answer\\nFinal Answer:`."""
+    nl = not tok.decode(thinking_ids).endswith("\n")
+    marker = ANSWER_FORCED if stopped == "budget" else ANSWER_MARK
+    head = (tok.encode("\n", add_special_tokens=False) if nl else []) + tok.encode(marker, add_special_tokens=False)
+    return head, nl
+
+
+def _answer(backend: Backend, items: list[tuple[list[int], list[int], str]], answer_tokens: int,
+            seed) -> list[tuple[list[int], bool, Continuation]]:
+    "Answer each (prompt ids, thinking ids, stopped): (head, newline added, answer); identical sequences decoded once."
+    heads = [answer_head(backend.tok, ids, st) for _, ids, st in items]
+    seqs = [p + ids + h for (p, ids, _), (h, _) in zip(items, heads)]
     uniq: dict[tuple, int] = {}
     for s in seqs:
         uniq.setdefault(tuple(s), len(uniq))
-    conts = backend.continue_([list(s) for s in uniq], answer_tokens, stop=(IM_END,), seed=seed, desc="answer")
-    return [conts[uniq[tuple(s)]] for s in seqs]
+    conts = backend.continue_([list(s) for s in uniq], answer_tokens, stop=(IM_END, IM_START), seed=seed, desc="answer")
+    return [(h, nl, conts[uniq[tuple(s)]]) for (h, nl), s in zip(heads, seqs)]
 
 
-def _result(backend, user, row, budget, waits, think_ids, stopped, waits_used, ans: Continuation,
-            decoded: int) -> BudgetResult:
-    tok = backend.tok
-    head = "Final Answer:" if stopped == "budget" else ""
-    answer = head + ans.text
-    r = BudgetResult(prompt=user, budget=budget, waits=waits, thinking=tok.decode(think_ids),
-                     thinking_tokens=len(think_ids), answer=answer, answer_tokens=len(ans.tokens),
-                     waits_used=waits_used, stopped=stopped, answer_stop=ans.stop_reason,
-                     decoded_tokens=decoded + ans.decoded, thinking_ids=list(think_ids), answer_ids=list(ans.tokens))
-    if row is not None:
-        r.id = row.get("id")
-        if row.get("answer") is not None:
-            from m1.grade import grade
-            g = grade(answer, row)
-            r.pred, r.correct, r.grade_method = g["pred"], g["correct"], g["method"]
-        else:
-            from m1.grade import extract_answer
-            ex = extract_answer(answer, row["options"])
-            r.pred, r.grade_method = ex.letter, ex.method
+def _grade(r: BudgetResult, row: dict | None, scorer: str) -> BudgetResult:
+    "Fill id, pred, correct and grade_method from the answer text (`m1.grade.grade`; only the chosen letter without gold)."
+    if row is None:
+        return r
+    r.id, r.scorer = row.get("id"), scorer
+    if row.get("answer") is not None:
+        from m1.grade import grade
+        g = grade(r.answer, row, scorer=scorer)
+        r.pred, r.correct, r.grade_method = g["pred"], g["correct"], g["method"]
+    else:
+        from m1.grade import extract_answer
+        ex = extract_answer(r.answer, row["options"])
+        r.pred, r.grade_method = ex.letter, ex.method
     return r
 
 
+def _result(backend, user, row, budget, waits, trace_ids, stopped, waits_used, answered, decoded, via,
+            scorer) -> BudgetResult:
+    head, nl, ans = answered
+    answer = ("Final Answer:" if stopped == "budget" else "") + ans.text
+    r = BudgetResult(prompt=user, budget=budget, waits=waits, thinking=backend.tok.decode(trace_ids),
+                     thinking_tokens=len(trace_ids), answer=answer, answer_tokens=len(ans.tokens),
+                     waits_used=waits_used, stopped=stopped, answer_stop=ans.stop_reason,
+                     decoded_tokens=decoded + ans.decoded, thinking_ids=list(trace_ids), answer_ids=list(ans.tokens),
+                     continuation=worse_via(via, ans.via), newline_added=nl, head_tokens=len(head),
+                     total_tokens=len(trace_ids) + len(head) + len(ans.tokens))
+    return _grade(r, row, scorer)
+
+
 def budget_force(backend: Backend, rows_or_prompts, budget: int, waits: int = 0, answer_tokens: int = 1024,
-                 seed: int | None = None, min_thinking: int = 0) -> list[BudgetResult]:
+                 seed: int | None = None, min_thinking: int = 0, scorer: str = "strict",
+                 wait_spacing: str = "m1") -> list[BudgetResult]:
     """m1's budget forcing: think for at most `budget` tokens (Wait tokens included), append "Wait" up to `waits`
-    times to samples that stop early, then answer (forced with "Final Answer:" when the budget ran out)."""
-    _check(budget, waits, answer_tokens, min_thinking)
+    times to samples that stop early, then answer (forced with "Final Answer:" when the budget ran out), grade."""
+    _check(budget, waits, answer_tokens, min_thinking, scorer=scorer, wait_spacing=wait_spacing)
     from m1.models import check_chatml
     check_chatml(backend.tok)
     ins = _inputs(rows_or_prompts)
     pids = [chat_prompt_ids(backend.tok, u) for u, _ in ins]
-    traces = think(backend, pids, budget, waits, min_thinking, seed)
-    ans = _answer(backend, [(p + t.ids, t.stopped) for p, t in zip(pids, traces)], answer_tokens, seed)
-    return [_result(backend, u, row, budget, waits, t.ids, t.stopped, t.waits_used, a, t.decoded)
+    traces = think(backend, pids, budget, waits, min_thinking, seed, wait_spacing)
+    ans = _answer(backend, [(p, t.ids, t.stopped) for p, t in zip(pids, traces)], answer_tokens, seed)
+    return [_result(backend, u, row, budget, waits, t.ids, t.stopped, t.waits_used, a, t.decoded, t.via, scorer)
             for (u, row), t, a in zip(ins, traces, ans)]
+
+
+# %% ../nbs/10_budget.ipynb #2bd0a7f9
+COT_INSTRUCTION = "Let's think step by step. Return your final response within \\boxed{}."   # m1's CoT suffix
+
+
+def direct(backend: Backend, rows_or_prompts, max_tokens: int, cot: bool = False, seed: int | None = None,
+           scorer: str = "strict") -> list[BudgetResult]:
+    "m1's baseline rows: the plain chat prompt (`cot`: with the step-by-step suffix), up to `max_tokens` tokens, graded."
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+        raise ValueError(f"max_tokens must be a positive number of tokens, got {max_tokens!r} (m1's baselines: 2048)")
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    from m1.data import BOXED_INSTRUCTION
+    mode = "cot" if cot else "plain"
+    ins = _inputs(rows_or_prompts, suffix=COT_INSTRUCTION if cot else BOXED_INSTRUCTION)
+    pids = [chat_prompt_ids(backend.tok, u, think=False) for u, _ in ins]
+    conts = backend.continue_(pids, max_tokens, stop=(IM_END,), seed=seed, desc=mode)
+    out = []
+    for (u, row), c in zip(ins, conts):
+        r = BudgetResult(prompt=u, budget=max_tokens, waits=0, thinking="", thinking_tokens=0, answer=c.text,
+                         answer_tokens=len(c.tokens), waits_used=0, stopped="self" if c.stop_reason == "stop" else "budget",
+                         answer_stop=c.stop_reason, decoded_tokens=c.decoded, answer_ids=list(c.tokens), mode=mode,
+                         continuation=c.via, total_tokens=len(c.tokens))
+        out.append(_grade(r, row, scorer))
+    return out
+
 
 # %% ../nbs/10_budget.ipynb #bab133be
 def derive(trace: Trace, b: int, waits: int) -> tuple[list[int], str, int]:
@@ -542,33 +633,53 @@ def derive(trace: Trace, b: int, waits: int) -> tuple[list[int], str, int]:
 
 def budget_sweep(backend: Backend, rows_or_prompts, budgets: Sequence[int], waits: int = 0,
                  answer_tokens: int = 1024, shared_prefix: bool = True, seed: int | None = None,
-                 min_thinking: int = 0) -> dict[int, list[BudgetResult]]:
+                 min_thinking: int = 0, scorer: str = "strict", wait_spacing: str = "m1") -> dict[int, list[BudgetResult]]:
     """Budget forcing at every budget of a grid. `shared_prefix=True`: think once to the largest budget and
     derive the others (exact under greedy decoding); False: one independent `budget_force` per budget (m1)."""
     budgets = list(budgets)
     if not budgets:
         raise ValueError("budgets is empty: give at least one thinking budget, e.g. [128, 256, 512]")
     for b in budgets:
-        _check(b, waits, answer_tokens, min_thinking, name=f"every budget (got {b!r} in {budgets})")
+        _check(b, waits, answer_tokens, min_thinking, name=f"every budget (got {b!r} in {budgets})", scorer=scorer,
+               wait_spacing=wait_spacing)
     grid = sorted(set(budgets))
     if not shared_prefix:
-        return {b: budget_force(backend, rows_or_prompts, b, waits, answer_tokens, seed, min_thinking) for b in grid}
+        return {b: budget_force(backend, rows_or_prompts, b, waits, answer_tokens, seed, min_thinking, scorer,
+                                wait_spacing) for b in grid}
     from m1.models import check_chatml
     check_chatml(backend.tok)
     ins = _inputs(rows_or_prompts)
     pids = [chat_prompt_ids(backend.tok, u) for u, _ in ins]
     B = grid[-1]
-    traces = think(backend, pids, B, waits, min_thinking, seed)
+    traces = think(backend, pids, B, waits, min_thinking, seed, wait_spacing)
     cells = [(b, i, *derive(t, b, waits)) if b < B else (b, i, t.ids, t.stopped, t.waits_used)
              for b in grid for i, t in enumerate(traces)]
-    ans = _answer(backend, [(pids[i] + ids, st) for b, i, ids, st, wu in cells], answer_tokens, seed)
+    ans = _answer(backend, [(pids[i], ids, st) for b, i, ids, st, wu in cells], answer_tokens, seed)
     out: dict[int, list[BudgetResult]] = {b: [] for b in grid}
     for (b, i, ids, st, wu), a in zip(cells, ans):
         u, row = ins[i]
-        out[b].append(_result(backend, u, row, b, waits, ids, st, wu, a, traces[i].decoded if b == B else 0))
+        out[b].append(_result(backend, u, row, b, waits, ids, st, wu, a, traces[i].decoded if b == B else 0,
+                              traces[i].via, scorer))
     return out
 
-# %% ../nbs/10_budget.ipynb #14b70053
+
+# %% ../nbs/10_budget.ipynb #64021ed0
+def reply_ids(choice) -> tuple[list[int] | None, str | None]:
+    "(generated token ids, where the reply had them: 'token_ids', 'logprobs' or 'token_id_strings'), or (None, None)."
+    d = choice.model_dump() if hasattr(choice, "model_dump") else dict(choice)
+    ids = d.get("token_ids")
+    if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
+        return list(ids), "token_ids"
+    lp = d.get("logprobs") or {}
+    content = lp.get("content")
+    if isinstance(content, list) and content and all(isinstance(x, dict) and isinstance(x.get("id"), int) for x in content):
+        return [x["id"] for x in content], "logprobs"
+    toks = lp.get("tokens")
+    if isinstance(toks, list) and toks and all(isinstance(t, str) and t.startswith("token_id:") for t in toks):
+        return [int(t.split(":", 1)[1]) for t in toks], "token_id_strings"
+    return None, None
+
+
 def _err_text(e) -> str:
     "An openai error's message with the server's body (FastAPI puts the reason in `detail`)."
     parts = [str(e), str(getattr(e, "body", "") or "")]
@@ -577,6 +688,17 @@ def _err_text(e) -> str:
     return " ".join(parts)
 
 
+def server_error(url: str, e: Exception) -> Exception:
+    "A one-line, redacted error for a failed request to `url` (ConnectionError when the server did not answer)."
+    import openai
+    from m1.core import redact
+    msg = redact(" ".join(_err_text(e).split()))[:400]
+    if isinstance(e, (openai.APIConnectionError, openai.APITimeoutError)):
+        return ConnectionError(f"the server at {url} did not answer a completion request ({type(e).__name__}): {msg}")
+    return RuntimeError(f"the server at {url} refused a completion request ({type(e).__name__}): {msg}")
+
+
+# %% ../nbs/10_budget.ipynb #14b70053
 class OpenAIBackend(Backend):
     "Completions on OpenAI-compatible servers (vLLM, SGLang, llama.cpp, `transformers serve`), concurrent and round-robin."
 
@@ -586,6 +708,7 @@ class OpenAIBackend(Backend):
                  progress: bool = False):
         super().__init__()
         from openai import OpenAI
+        from m1.client import resolve_api_key
         from m1.models import check_chatml
         self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not self.base_urls:
@@ -597,8 +720,11 @@ class OpenAIBackend(Backend):
         self.temperature, self.top_p, self.token_ids, self.progress = float(temperature), float(top_p), token_ids, progress
         self.concurrency = int(concurrency)
         self.flavor = "openai"            # becomes "transformers" once a server says "prompt must be a string"
-        key = api_key or os.environ.get("M1_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.clients = [OpenAI(base_url=u, api_key=key, timeout=timeout, max_retries=max_retries) for u in self.base_urls]
+        self.ids_from: str | bool | None = None   # how replies carry token ids (see reply_ids); False: they do not
+        self.min_tokens: bool | None = None       # does the server honour min_tokens? False: emulated (llama.cpp)
+        # the distillation client's key policy: explicit key, else M1_API_KEY, else OPENAI_API_KEY but never to loopback
+        self.clients = [OpenAI(base_url=u, api_key=resolve_api_key(u, api_key), timeout=timeout, max_retries=max_retries)
+                        for u in self.base_urls]
         self._rr, self._probed = 0, False
         if check:
             self.check()
@@ -618,19 +744,24 @@ class OpenAIBackend(Backend):
                 raise ConnectionError(f"the server at {u} answered GET /models with HTTP {e.status_code}: is this "
                                       "the base URL of an OpenAI-compatible API (ending in /v1)?") from None
 
-    def _request(self, i, seq, max_new, stop, min_new, seed):
-        "One completion request; returns (text, finish_reason, completion_tokens or None)."
+    @property
+    def via(self) -> str:
+        "How this backend continues: from returned token ids (prompts sent as ids too) or from re-tokenized text."
+        return "token_ids" if self.ids_from not in (None, False) and self.token_ids is not False else "retokenized"
+
+    def _request(self, i, seq, limit, stop, min_new, seed, ban=()):
+        "One completion request for at most `limit` tokens; returns (choice, completion_tokens or None)."
         import json as _json
         client = self.clients[i % len(self.clients)]
         stop_ids = self.stop_ids(stop)
-        kw: dict[str, Any] = dict(model=self.model, max_tokens=max_new + 1, temperature=self.temperature)
+        kw: dict[str, Any] = dict(model=self.model, max_tokens=limit, temperature=self.temperature)
         if self.top_p < 1.0:
             kw["top_p"] = self.top_p
         if seed is not None or self.temperature > 0:
             kw["seed"] = row_seed(seed, seq) % (2 ** 31)
         extra: dict[str, Any] = {}
         if self.flavor == "transformers":
-            gc = {"max_new_tokens": max_new + 1, "eos_token_id": stop_ids, "pad_token_id": self.tok.pad_token_id,
+            gc = {"max_new_tokens": limit, "eos_token_id": stop_ids, "pad_token_id": self.tok.pad_token_id,
                   "do_sample": self.temperature > 0}
             if self.temperature > 0:
                 gc.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
@@ -638,31 +769,80 @@ class OpenAIBackend(Backend):
                 gc["min_new_tokens"] = min_new
             extra["generation_config"] = _json.dumps(gc)
         else:
-            kw["stop"] = list(stop)
-            extra["stop_token_ids"] = stop_ids
+            if stop:
+                kw["stop"] = list(stop)
+                extra["stop_token_ids"] = stop_ids
             if min_new:
                 extra["min_tokens"] = min_new
+            if ban:
+                kw["logit_bias"] = {str(t): -100 for t in ban}
+            if self.ids_from in (None, "token_ids"):
+                extra["return_token_ids"] = True
+            if self.ids_from in (None, "logprobs", "token_id_strings"):
+                kw["logprobs"] = 1
+            if self.ids_from in (None, "token_id_strings"):
+                extra["return_tokens_as_token_ids"] = True
         prompt = seq if self.token_ids is not False else self.tok.decode(seq)
         r = client.completions.create(prompt=prompt, extra_body=extra or None, **kw)
-        ch = r.choices[0]
-        n = getattr(getattr(r, "usage", None), "completion_tokens", None)
-        return ch.text or "", ch.finish_reason, n
+        return r.choices[0], getattr(getattr(r, "usage", None), "completion_tokens", None)
 
-    def _one(self, i, seq, max_new, stop, min_new, seed) -> Continuation:
-        if max_new <= 0:
-            return Continuation([], "", "length", None, 0)
-        text, finish, n = self._request(i, seq, max_new, stop, min_new, seed)
+    def _from_ids(self, ids, finish, max_new, stop_ids) -> Continuation:
+        "A reply's token ids cut to `max_new`: its first stop marker ends it (llama.cpp runs past non-EOG markers)."
+        for k, t in enumerate(ids[:max_new]):
+            if t in stop_ids:
+                return Continuation(ids[:k], self.tok.decode(ids[:k]), "stop", t, k + 1, self.via)
+        if finish == "stop" and len(ids) < max_new:      # a server that drops the marker from its ids
+            return Continuation(list(ids), self.tok.decode(ids), "stop", None, len(ids) + 1, self.via)
+        cut = list(ids[:max_new])
+        return Continuation(cut, self.tok.decode(cut), "length", None, len(cut), self.via)
+
+    def _from_text(self, text, finish, n, max_new) -> Continuation:
+        "A reply without ids: its text tokenized again, cut to `max_new` (the extra token asked for tells stop from length)."
         ids = self.tok.encode(text, add_special_tokens=False)
         if n is None:
             n = len(ids) + (finish == "stop")
         if n <= max_new and finish == "stop" and len(ids) < max_new:
-            return Continuation(ids, text, "stop", None, n)
+            return Continuation(ids, text, "stop", None, n, "retokenized")
         ids = ids[:max_new]
-        return Continuation(ids, self.tok.decode(ids), "length", None, min(n, max_new))
+        return Continuation(ids, self.tok.decode(ids), "length", None, min(n, max_new), "retokenized")
+
+    def _one(self, i, seq, max_new, stop, min_new, seed) -> Continuation:
+        "Continue one sequence: ask for one token more than `max_new` (stop vs length), read ids or re-tokenize."
+        if max_new <= 0:
+            return Continuation([], "", "length", None, 0, "")
+        stop_ids = self.stop_ids(stop)
+        if min_new and self.min_tokens is False and self.via == "token_ids":
+            return self._min_emulated(i, seq, max_new, stop, min_new, seed)
+        ch, n = self._request(i, seq, max_new + 1, stop, min_new, seed)
+        ids, where = reply_ids(ch) if self.ids_from is not False else (None, None)
+        if self.ids_from is None and self.flavor != "transformers" and (where or ch.text):
+            self.ids_from = where or False            # the first reply shows how (and whether) this server gives ids
+        if ids is None or self.flavor == "transformers":
+            return self._from_text(ch.text or "", ch.finish_reason, n, max_new)
+        c = self._from_ids(ids, ch.finish_reason, max_new, stop_ids)
+        if min_new and c.stop_reason == "stop" and len(c.tokens) < min_new:
+            self.min_tokens = False                   # the server ignored min_tokens: emulate it from now on
+            return self._min_emulated(i, seq, max_new, stop, min_new, seed)
+        if min_new:
+            self.min_tokens = True
+        return c
+
+    def _min_emulated(self, i, seq, max_new, stop, min_new, seed) -> Continuation:
+        "min_tokens for servers without it: the first `min_new` tokens with the stop markers banned, then the rest."
+        k = min(min_new, max_new)
+        ch, _ = self._request(i, seq, k, (), 0, seed, ban=self.stop_ids(stop))
+        first = (reply_ids(ch)[0] or [])[:k]
+        if len(first) >= max_new:
+            return Continuation(first, self.tok.decode(first), "length", None, len(first), self.via)
+        rest = self._one(i, seq + first, max_new - len(first), stop, 0, seed)
+        toks = first + rest.tokens
+        return Continuation(toks, self.tok.decode(toks), rest.stop_reason, rest.stop_token, len(first) + rest.decoded,
+                            worse_via(self.via, rest.via))
 
     def _probe(self, seq, max_new, stop, min_new, seed) -> Continuation:
         "The first request: find out what the server accepts (token-id prompts, vLLM's extra fields); remember it."
         import openai
+        from m1.core import redact
         for _ in range(3):
             try:
                 c = self._one(0, seq, max_new, stop, min_new, seed)
@@ -672,23 +852,26 @@ class OpenAIBackend(Backend):
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
                 msg = _err_text(e)
                 if "Unexpected fields" in msg and self.flavor != "transformers":
-                    self.flavor = "transformers"      # transformers serve: a strict schema, no vLLM extras
+                    self.flavor, self.ids_from = "transformers", False   # transformers serve: a strict schema
                     continue
                 if "must be a string" in msg and self.token_ids is not False:
-                    self.flavor = "transformers"
+                    self.flavor, self.ids_from = "transformers", False
                     if self.token_ids is True:
-                        raise ValueError(
+                        raise ValueError(redact(
                             f"the server at {self.base_urls[0]} does not accept token-id prompts ({msg[:160]}). Use "
                             "a server that does (vLLM, SGLang, llama.cpp), or OpenAIBackend(token_ids=None) to fall "
-                            "back to text prompts (the server then re-tokenizes the text).") from None
+                            "back to text prompts (the server then re-tokenizes the text).")) from None
                     self.token_ids = False
                     warnings.warn(f"{self.base_urls[0]} does not take token-id prompts (transformers serve): "
                                   "sending text prompts, which the server re-tokenizes")
                     continue
-                raise
+                raise server_error(self.base_urls[0], e) from None
+            except openai.APIError as e:
+                raise server_error(self.base_urls[0], e) from None
         raise RuntimeError(f"could not find a request format that {self.base_urls[0]} accepts")
 
     def _continue(self, seqs, max_new, stop, min_new, seed, desc):
+        import openai
         out: list[Continuation | None] = [None] * len(seqs)
         start = 0
         if not self._probed:
@@ -703,7 +886,10 @@ class OpenAIBackend(Backend):
             bar = tqdm(total=len(seqs) - start, desc=desc or "complete", leave=False)
 
         def job(i):
-            c = self._one(base + i, seqs[i], max_new[i], stop, min_new[i], seed)
+            try:
+                c = self._one(base + i, seqs[i], max_new[i], stop, min_new[i], seed)
+            except openai.APIError as e:
+                raise server_error(self.base_urls[(base + i) % len(self.base_urls)], e) from None
             if bar is not None:
                 bar.update(1)
             return i, c
@@ -713,6 +899,7 @@ class OpenAIBackend(Backend):
         if bar is not None:
             bar.close()
         return out
+
 
 # %% ../nbs/10_budget.ipynb #6575f2ac
 def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | None = None, batch_size: int = 16,
@@ -741,13 +928,18 @@ def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | No
 
 # %% ../nbs/10_budget.ipynb #36f0b5d1
 _BACKENDS: dict = {}
+MODES = ("budget", "plain", "cot")
 
 
 def ask(question: str, model: str | None = None, budget: int = 4096, waits: int = 0, backend: Backend | None = None,
-        answer_tokens: int = 1024, seed: int | None = None, min_thinking: int = 0) -> BudgetResult:
-    "Budget-force one question (a lettered multiple-choice text is parsed into options)."
+        answer_tokens: int = 1024, seed: int | None = None, min_thinking: int = 0, mode: str = "budget",
+        wait_spacing: str = "m1") -> BudgetResult:
+    """Budget-force one question (a lettered multiple-choice text is parsed into options); `mode="plain"`/`"cot"`:
+    m1's baseline generation of at most `budget` tokens instead."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError("ask needs a non-empty question")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if backend is None:
         key = model or "default"
         if key not in _BACKENDS:
@@ -755,36 +947,85 @@ def ask(question: str, model: str | None = None, budget: int = 4096, waits: int 
         backend = _BACKENDS[key]
     row = parse_mcq(question)
     x = row if row is not None else question
-    return budget_force(backend, [x], budget, waits, answer_tokens, seed, min_thinking)[0]
+    if mode != "budget":
+        return direct(backend, [x], budget, cot=mode == "cot", seed=seed)[0]
+    return budget_force(backend, [x], budget, waits, answer_tokens, seed, min_thinking, wait_spacing=wait_spacing)[0]
 
 
 def print_result(r: BudgetResult, file=None) -> None:
     "Show a result: the thinking, how it ended, the answer and the chosen option."
     file = file or sys.stdout
-    how = "stopped by itself" if r.stopped == "self" else "ran out of budget: answer forced"
-    print(f"--- thinking ({r.thinking_tokens}/{r.budget} tokens, {r.waits_used} Wait(s), {how})", file=file)
-    print(r.thinking.strip() or "(empty)", file=file)
-    print(f"--- answer ({r.answer_tokens} tokens)", file=file)
+    if r.mode == "budget":
+        how = "stopped by itself" if r.stopped == "self" else "ran out of budget: answer forced"
+        print(f"--- thinking ({r.thinking_tokens}/{r.budget} tokens, {r.waits_used} Wait(s), {how})", file=file)
+        print(r.thinking.strip() or "(empty)", file=file)
+        print(f"--- answer ({r.answer_tokens} tokens)", file=file)
+    else:
+        print(f"--- answer, {r.mode} ({r.answer_tokens}/{r.budget} tokens, "
+              f"{'ended by itself' if r.stopped == 'self' else 'cut at the limit'})", file=file)
     print(r.answer.strip() or "(empty)", file=file)
     if r.pred is not None or r.grade_method is not None:
         extra = "" if r.correct is None else f" ({'correct' if r.correct else 'wrong'})"
         print(f"--- chosen option: {r.pred}{extra}", file=file)
 
 
-def ask_main(argv: list[str] | None = None) -> int:
-    "`m1 ask QUESTION [--model M] [--budget N] [--waits K] [--url URL]`."
-    ap = argparse.ArgumentParser(prog="m1 ask", description="answer one question with a thinking budget")
+class _ArgError(ValueError):
+    "A command-line argument error (argparse's message, without the usage block)."
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _ArgError(message)
+
+
+def _ask_args(argv) -> argparse.Namespace:
+    "Parse and check every `m1 ask` argument (nothing is loaded): a bad one raises `_ArgError` naming it."
+    ap = _Parser(prog="m1 ask", description="answer one question with a thinking budget")
     ap.add_argument("question", help="the question; lettered option lines ('A. ...') are parsed as options")
-    ap.add_argument("--model", default=None, help="registry name, folder or hub id (default: embedded SmolLM2)")
-    ap.add_argument("--budget", type=int, default=4096, help="thinking budget in tokens")
+    ap.add_argument("--model", default=None, help="registry name, folder or hub id (default: embedded SmolLM2); "
+                    "with --url: the model name the server serves (its tokenizer is loaded from it)")
+    ap.add_argument("--budget", type=int, default=4096, help="thinking budget in tokens (plain/cot: the generation limit)")
     ap.add_argument("--waits", type=int, default=0, help="how many times to append 'Wait' when it stops early")
     ap.add_argument("--answer-tokens", type=int, default=1024)
+    ap.add_argument("--mode", choices=MODES, default="budget",
+                    help="budget: think/answer forcing; plain or cot: m1's baseline rows (no think format)")
+    ap.add_argument("--wait-spacing", choices=WAIT_SPACINGS, default="m1", help="which Wait string (see m1.budget.wait_ids)")
     ap.add_argument("--url", action="append", default=None, help="OpenAI-compatible server base URL (repeatable)")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error (also M1_DEBUG=1)")
     a = ap.parse_args(argv)
-    be = (make_backend(a.url, kind="openai", model=a.model, temperature=a.temperature) if a.url else
-          make_backend(a.model, kind="transformers", temperature=a.temperature))
-    r = ask(a.question, budget=a.budget, waits=a.waits, backend=be, answer_tokens=a.answer_tokens, seed=a.seed)
+    if not a.question.strip():
+        raise _ArgError("argument question: is empty; give the question text, e.g. m1 ask \"Which vitamin ...?\"")
+    for flag, v, lo in [("--budget", a.budget, 1), ("--answer-tokens", a.answer_tokens, 1), ("--waits", a.waits, 0)]:
+        if v < lo:
+            raise _ArgError(f"argument {flag}: must be at least {lo}, got {v}")
+    if not a.temperature >= 0:
+        raise _ArgError(f"argument --temperature: must be >= 0, got {a.temperature}")
+    for u in a.url or []:
+        if not u.startswith(("http://", "https://")):
+            raise _ArgError(f"argument --url: {u!r} is not a base URL; give e.g. http://127.0.0.1:8000/v1")
+    if a.url and not a.model:
+        raise _ArgError("argument --model: required with --url (the model name the server serves, e.g. --model m1-7b)")
+    return a
+
+
+def ask_main(argv: list[str] | None = None) -> int:
+    "`m1 ask QUESTION [--model M] [--budget N] [--waits K] [--mode budget|plain|cot] [--url URL]`; exit 2 on any error."
+    from m1.core import redact
+    debug = os.environ.get("M1_DEBUG") == "1" or "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        a = _ask_args(argv)
+        be = (make_backend(a.url, kind="openai", model=a.model, temperature=a.temperature) if a.url else
+              make_backend(a.model, kind="transformers", temperature=a.temperature))
+        r = ask(a.question, budget=a.budget, waits=a.waits, backend=be, answer_tokens=a.answer_tokens, seed=a.seed,
+                mode=a.mode, wait_spacing=a.wait_spacing)
+    except Exception as e:
+        if debug:
+            raise
+        line = " ".join(str(e).split()) or type(e).__name__
+        print(redact(f"m1 ask: {line}")[:500], file=sys.stderr)
+        return 2
     print_result(r)
     return 0
+

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
+from .core import redact
+
 # %% auto #0
-__all__ = ['COMMANDS', 'direct_answers', 'run_demo', 'demo_main', 'main']
+__all__ = ['COMMANDS', 'direct_answers', 'run_demo', 'demo_main', 'UsageError', 'RedactingStream', 'error_line', 'main']
 
 # %% ../nbs/13_cli.ipynb #4043a232
 def direct_answers(model, tok, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 16) -> list[str]:
@@ -29,12 +32,18 @@ def direct_answers(model, tok, prompts: list[str], max_new_tokens: int = 96, bat
 def run_demo(model: str | None = None, limit: int | None = None, max_new_tokens: int = 96,
              batch_size: int = 16) -> dict:
     "Answer the bundled demo questions; returns accuracy, chance and counts."
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit {limit}: give at least 1 question (None: all of them)")
     from m1.data import load_demo, render_prompt
     from m1.grade import grade
     from m1.models import load_model
     ds = load_demo(limit)
     t0 = time.time()
-    mdl, tok = load_model(model)
+    try:
+        mdl, tok = load_model(model)
+    except OSError as e:             # offline hub, unknown hub id, unreadable folder: name the model
+        first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+        raise ValueError(f"model {model!r} cannot be loaded: {first}") from e
     outs = direct_answers(mdl, tok, [render_prompt(r) for r in ds], max_new_tokens, batch_size)
     graded = [grade(o, r) for o, r in zip(outs, ds)]
     n = len(ds)
@@ -59,28 +68,132 @@ def demo_main(argv: list[str] | None = None) -> int:
     "`m1 demo`: the demo questions through the model, accuracy printed beside chance."
     d = argparse.ArgumentParser(prog="m1 demo", description="answer the bundled demo questions")
     d.add_argument("--model", default=None, help="registry name, folder or hub id (default: embedded SmolLM2)")
-    d.add_argument("--limit", type=int, default=None, help="first n questions only")
+    d.add_argument("--limit", type=int, default=None, help="first n questions only (n >= 1; default: all 105)")
     d.add_argument("--max-new-tokens", type=int, default=96)
     d.add_argument("--batch-size", type=int, default=16)
     a = d.parse_args(argv)
+    for flag, v in (("--limit", a.limit), ("--max-new-tokens", a.max_new_tokens), ("--batch-size", a.batch_size)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} {v}: must be at least 1{' (leave it out for every question)' if flag == '--limit' else ''}")
+    if a.model is not None and not a.model.strip():
+        raise ValueError("--model '': give a registry name, a model folder or a hub id")
     r = run_demo(a.model, a.limit, a.max_new_tokens, a.batch_size)
     print(f"model {r['model']}: {r['n']} demo questions, accuracy {r['accuracy']:.1%} "
           f"(chance {r['chance']:.1%}; an answer was found in {r['answered']:.0%}) in {r['seconds']}s")
     print("A 135M model is expected to be near chance on medical questions; the demo shows the pipeline works.")
     return 0
 
+# %% ../nbs/13_cli.ipynb #05bb8623
+class UsageError(ValueError):
+    "A bad command-line flag (argparse's complaint), raised instead of argparse printing usage and exiting."
 
+
+class RedactingStream:
+    "A text stream wrapper that passes every write through `m1.core.redact`: no key is printed, whatever prints it."
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        return self._stream.write(redact(s) if s else s)
+
+    def writelines(self, lines):
+        for s in lines:
+            self.write(s)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _input_error_types() -> tuple:
+    "Exception classes that mean bad input or an unusable environment (exit 2), imported only if already loaded."
+    types = [ValueError, OSError, UnicodeError, ImportError]
+    mods = sys.modules
+    if "yaml" in mods:
+        types.append(mods["yaml"].YAMLError)
+    if "openai" in mods:
+        types.append(mods["openai"].OpenAIError)
+    if "m1.client" in mods:
+        types.append(mods["m1.client"].RequestFailed)
+    if "m1.reproduce" in mods:
+        types.append(mods["m1.reproduce"].StageFailed)   # exit 1 unless the stage failed on bad input, below
+    for name in ("huggingface_hub.errors", "requests.exceptions", "httpx"):
+        m = mods.get(name)
+        for cls in ("HfHubHTTPError", "OfflineModeIsEnabled", "RequestException", "HTTPError", "TransportError"):
+            if m is not None and isinstance(getattr(m, cls, None), type):
+                types.append(getattr(m, cls))
+    return tuple(types)
+
+
+def error_line(cmd: str, e: BaseException, limit: int = 1200) -> str:
+    "The one line an error prints: `m1 CMD: error: message` (redacted, newlines folded, long messages cut)."
+    msg = " ".join(x.strip() for x in str(e).splitlines() if x.strip()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+        msg = f"{e.filename}: {msg}"
+    if not isinstance(e, (ValueError, OSError)) and type(e).__name__ not in msg:
+        msg = f"{type(e).__name__}: {msg}"
+    msg = redact(msg)
+    if len(msg) > limit:
+        msg = msg[:limit] + " ..."
+    return f"m1 {cmd}: error: {msg}"
+
+
+@contextlib.contextmanager
+def _argparse_raises():
+    "argparse errors raise `UsageError` (one line, central exit 2) instead of printing usage and exiting."
+    old = argparse.ArgumentParser.error
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+    argparse.ArgumentParser.error = error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = old
+
+# %% ../nbs/13_cli.ipynb #b0fb34ad
 def main(argv: list[str] | None = None) -> int:
-    "The `m1` command line: `m1 COMMAND [options]`; `m1 COMMAND --help` for a command's options."
+    """The `m1` command line: `m1 COMMAND [options]`; `m1 COMMAND --help` for a command's options.
+    Every error ends as ONE redacted line on stderr, exit 2 for bad input or an unusable environment, 1 for anything
+    else; `--debug` (anywhere before `--`) or `M1_DEBUG=1` shows the traceback instead."""
     import importlib
+    import os
     argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:cut] or os.environ.get("M1_DEBUG", "") not in ("", "0", "false", "no")
+    argv = [x for i, x in enumerate(argv) if not (x == "--debug" and i < cut)]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: m1 COMMAND [options]\n\nm1: test-time scaling for medical reasoning\n\ncommands:")
+        print("usage: m1 COMMAND [options] [--debug]\n\nm1: test-time scaling for medical reasoning\n\ncommands:")
         for k, (_, _, h) in COMMANDS.items():
             print(f"  {k:<10} {h}")
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nm1: unknown command {argv[0]!r}", file=sys.stderr)
+            near = __import__("difflib").get_close_matches(argv[0], list(COMMANDS), n=1)
+            print(f"\nm1: unknown command {argv[0]!r}{f' (did you mean {near[0]}?)' if near else ''}", file=sys.stderr)
             return 2
         return 0
-    mod, fn, _ = COMMANDS[argv[0]]
-    return int(getattr(importlib.import_module(mod), fn)(argv[1:]) or 0)
+    cmd = argv[0]
+    mod, fn, _ = COMMANDS[cmd]
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
+    try:
+        with _argparse_raises():
+            return int(getattr(importlib.import_module(mod), fn)(argv[1:]) or 0)
+    except KeyboardInterrupt:
+        print(f"m1 {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- one line for everything; --debug shows the traceback
+        if debug:
+            import traceback
+            sys.stderr.write(redact("".join(traceback.format_exception(e))))
+        bad_input = isinstance(e, _input_error_types()) and getattr(e, "input_error", True)
+        line = error_line(cmd, e)
+        if not bad_input and not debug:
+            line += " (an unexpected error: --debug shows the traceback)"
+        print(line, file=sys.stderr)
+        return 2 if bad_input else 1
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                s.flush()
+        sys.stdout, sys.stderr = out, err

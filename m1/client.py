@@ -7,6 +7,7 @@ import atexit
 import collections
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import random
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from .core import JsonlStore, load_env, redact, stable_hash
+from .core import JsonlStore, load_env, redact, register_secret, stable_hash
 
 # %% auto #0
 __all__ = ['XLLAMACPP_PIN', 'RETRY_STATUS', 'FAULT_KINDS', 'free_port', 'Server', 'start_server', 'split_reasoning',
-           'BadResponse', 'parse_chat', 'parse_completion', 'classify_error', 'retry_delay', 'resolve_api_key',
-           'RequestFailed', 'ChatClient', 'FaultProxy']
+           'BadResponse', 'parse_chat', 'parse_completion', 'classify_error', 'retry_delay', 'is_loopback',
+           'check_base_url', 'resolve_api_key', 'RequestFailed', 'ChatClient', 'FaultProxy', 'LeakyServer']
 
 # %% ../nbs/01c_client.ipynb #78d0fb7e
 def free_port(host: str = "127.0.0.1") -> int:
@@ -134,16 +135,19 @@ XLLAMACPP_PIN = "xllamacpp==2026.10.11549"
 
 
 def _gguf_for(model: str) -> tuple[Path, str]:
-    "The GGUF file and a short name for `model` (a registry name with an embedded GGUF, or a .gguf path)."
-    from m1.models import REGISTRY, gguf_path
+    """The GGUF file and a short name for `model`: a registry name with an embedded GGUF, a .gguf path, or a
+    transformers folder of the same architecture (a fine-tuned SmolLM2), written once as a GGUF (`export_gguf`)."""
+    from m1.models import REGISTRY, export_gguf, gguf_path
     spec = REGISTRY.get(model.lower())
     if spec is not None and spec.gguf_package:
         return gguf_path(spec), spec.name
     p = Path(model).expanduser()
     if p.suffix == ".gguf" and p.exists():
         return p.resolve(), p.stem
-    raise ValueError(f"backend 'xllamacpp' needs a GGUF: a registry model with an embedded GGUF or a .gguf "
-                     f"file; got {model!r}. Use backend='transformers' for a model folder or hub id.")
+    if p.is_dir() and (p / "config.json").exists():
+        return export_gguf(p), p.name
+    raise ValueError(f"backend 'xllamacpp' needs a GGUF: a registry model with an embedded GGUF, a .gguf file or a "
+                     f"model folder llama.cpp can take; got {model!r}. Use backend='transformers' for a hub id.")
 
 
 def _server_command(model: str, backend: str, host: str, port: int, threads: int | None,
@@ -206,14 +210,14 @@ def start_server(model: str | None = None, backend: str = "transformers", port: 
         _RUNNING.add(server)
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{backend} server for {model!r} exited with code {proc.returncode} before "
-                                   f"answering; log {log_path}:\n{server.log_tail()}")
+                raise RuntimeError(redact(f"{backend} server for {model!r} exited with code {proc.returncode} "
+                                          f"before answering; log {log_path}:\n{server.log_tail()}"))
             status, _ = _get(server.base_url + "/models", timeout=5)
             if status == 200:
                 return server
             if time.time() - t0 > timeout:
-                raise TimeoutError(f"{backend} server for {model!r} did not answer GET /v1/models within "
-                                   f"{timeout:.0f}s (last status {status}); log {log_path}:\n{server.log_tail()}")
+                raise TimeoutError(redact(f"{backend} server for {model!r} did not answer GET /v1/models within "
+                                          f"{timeout:.0f}s (last status {status}); log {log_path}:\n{server.log_tail()}"))
             time.sleep(0.5)
     except BaseException:
         server.stop(grace=3)
@@ -250,7 +254,7 @@ class BadResponse(ValueError):
 def parse_chat(resp) -> dict:
     "A chat completion -> {'text', 'reasoning', 'finish_reason', 'usage', 'model'}."
     if not hasattr(resp, "choices") or not resp.choices:
-        raise BadResponse(f"no choices in the reply: {str(resp)[:200]!r}")
+        raise BadResponse(redact(f"no choices in the reply: {str(resp)[:200]!r}"))
     ch = resp.choices[0]
     msg = ch.message
     extra = getattr(msg, "model_extra", None) or {}
@@ -265,7 +269,7 @@ def parse_chat(resp) -> dict:
 def parse_completion(resp) -> dict:
     "A (legacy) completion -> {'text', 'finish_reason', 'usage', 'model'}."
     if not hasattr(resp, "choices") or not resp.choices:
-        raise BadResponse(f"no choices in the reply: {str(resp)[:200]!r}")
+        raise BadResponse(redact(f"no choices in the reply: {str(resp)[:200]!r}"))
     ch = resp.choices[0]
     return {"text": ch.text or "", "reasoning": None, "finish_reason": ch.finish_reason,
             "usage": _usage(getattr(resp, "usage", None)), "model": getattr(resp, "model", None)}
@@ -316,20 +320,40 @@ def retry_delay(exc: BaseException, attempt: int, base: float = 0.5, cap: float 
     return min(cap, base * 2 ** attempt) * (0.75 + 0.25 * (rng or random).random())
 
 # %% ../nbs/01c_client.ipynb #263573f1
-def _is_loopback(url: str) -> bool:
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+def is_loopback(url: str) -> bool:
+    "Does `url` point at this machine (127.0.0.0/8, ::1, localhost)?"
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, flag: str = "base URL") -> str:
+    "An http(s) URL with a host, else a one-line `ValueError` naming `flag` (e.g. `--base-url`)."
+    u = urlsplit(str(url).strip())
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"{flag} {redact(url)!r} is not an http(s) URL with a host: give the server's base URL, "
+                         "e.g. http://127.0.0.1:8000/v1")
+    try:
+        u.port
+    except ValueError:
+        raise ValueError(f"{flag} {redact(url)!r} has a bad port: e.g. http://127.0.0.1:8000/v1") from None
+    return str(url).strip()
 
 
 def resolve_api_key(base_url: str, api_key: str | None = None) -> str:
-    "The key to send: explicit, else M1_API_KEY, else OPENAI_API_KEY (not to loopback), else 'EMPTY'."
+    """The one key policy of every m1 client (chat client and budget-forcing server backend): the explicit
+    `api_key`, else `M1_API_KEY`, else `OPENAI_API_KEY` but only to a non-loopback URL (a local server must
+    never receive the OpenAI key), else `"EMPTY"`. The key is registered with `m1.core.register_secret`, so
+    every error text passed through `redact` loses it."""
     load_env()
-    if api_key:
-        return api_key
-    if os.environ.get("M1_API_KEY"):
-        return os.environ["M1_API_KEY"]
-    if os.environ.get("OPENAI_API_KEY") and not _is_loopback(base_url):
-        return os.environ["OPENAI_API_KEY"]
-    return "EMPTY"
+    key = api_key or os.environ.get("M1_API_KEY") or (
+        os.environ.get("OPENAI_API_KEY") if not is_loopback(base_url) else None) or "EMPTY"
+    register_secret(key)
+    return key
 
 
 def _as_messages(m) -> list[dict]:
@@ -356,6 +380,7 @@ class ChatClient:
         self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not self.base_urls:
             raise ValueError("ChatClient needs at least one base URL (e.g. http://127.0.0.1:8000/v1)")
+        self.base_urls = [check_base_url(u) for u in self.base_urls]
         if concurrency < 1 or max_retries < 0:
             raise ValueError(f"concurrency must be >= 1 and max_retries >= 0, got {concurrency}, {max_retries}")
         self.model, self.model_key = model, model_key or model
@@ -487,8 +512,8 @@ class ChatClient:
             bar.close()
         if errors and on_error == "raise":
             first = next(iter(errors.values()))
-            raise RequestFailed(f"{len(errors)} of {len(keys)} requests to {self.base_urls} failed after "
-                                f"{self.max_retries} retries (the others are cached); first: {first}")
+            raise RequestFailed(redact(f"{len(errors)} of {len(keys)} requests to {self.base_urls} failed after "
+                                       f"{self.max_retries} retries (the others are cached); first: {first}"))
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -679,3 +704,61 @@ class FaultProxy:
                         ch["text"] = ""
                 data = json.dumps(obj).encode()
         return self._reply(h, status, data, headers)
+
+# %% ../nbs/01c_client.ipynb #ab932912
+class LeakyServer:
+    "A loopback OpenAI look-alike whose 500/401 error bodies echo the request's `Authorization` header (for tests)."
+
+    def __init__(self, n500: int = 1, model: str = "leaky"):
+        srv = self
+        self.n500, self.model, self.seen, self._lock = n500, model, [], threading.Lock()
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, status: int, obj: dict):
+                body = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                auth = self.headers.get("Authorization", "")
+                with srv._lock:
+                    srv.seen.append(auth)
+                if self.path.rstrip("/").endswith("/models"):
+                    return self._send(200, {"object": "list", "data": [{"id": srv.model, "object": "model"}]})
+                self._send(404, {"error": {"message": f"no route {self.path}; you sent Authorization: {auth}"}})
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                auth = self.headers.get("Authorization", "")
+                with srv._lock:
+                    srv.seen.append(auth)
+                    first = len(srv.seen) <= srv.n500
+                if first:
+                    return self._send(500, {"error": {"message": f"internal error handling Authorization: {auth}"}})
+                self._send(401, {"error": {"message": f"Incorrect API key provided: {auth}", "type": "invalid_request_error",
+                                           "code": "invalid_api_key"}})
+
+        self._srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self._srv.daemon_threads = True
+        self.port = self._srv.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def stop(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+    def __enter__(self) -> "LeakyServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

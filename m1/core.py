@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -17,11 +20,13 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 # %% auto #0
-__all__ = ['PROFILE_DIR', 'IM_START', 'IM_END', 'THINK_START', 'ANSWER_START', 'ANSWER_FORCED', 'WAIT', 'repo_root', 'cache_dir',
-           'work_dir', 'runs_dir', 'data_dir', 'AttrDict', 'package_dir', 'profile_names', 'load_profile',
+__all__ = ['PROFILE_DIR', 'SCHEMA_PATH', 'SECRET_ENV', 'PLACEHOLDER_KEYS', 'IM_START', 'IM_END', 'THINK_START', 'ANSWER_START',
+           'ANSWER_FORCED', 'WAIT', 'repo_root', 'cache_dir', 'work_dir', 'runs_dir', 'data_dir', 'AttrDict',
+           'package_dir', 'ProfileError', 'profile_names', 'read_text', 'read_yaml', 'load_profile', 'parse_spec',
+           'describe_spec', 'check_value', 'load_schema', 'schema_keys', 'validate_profile', 'parse_overrides',
            'seed_everything', 'atomic_write', 'write_json', 'read_json', 'atomic_dir', 'stable_hash', 'JsonlStore',
            'code_version', 'stage_path', 'save_stage', 'load_stage', 'stage_manifest', 'stage_done', 'load_env',
-           'redact', 'think_completion']
+           'register_secret', 'secret_values', 'redact', 'think_completion']
 
 # %% ../nbs/00_core.ipynb #2e2a8639
 def repo_root(start: str | Path | None = None) -> Path:
@@ -47,17 +52,14 @@ def cache_dir() -> Path:
 
 
 def work_dir() -> Path:
-    "Where stages save datasets and models (`M1_WORK`, default `<repo>/work`)."
-    p = _env_path("M1_WORK", repo_root() / "work")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    """Where stages save datasets and models (`M1_WORK`, default `<repo>/work`). Not created here: asking where
+    things go writes nothing (a refused command leaves no folder); every writer creates the folders it writes."""
+    return _env_path("M1_WORK", repo_root() / "work")
 
 
 def runs_dir() -> Path:
-    "Where `m1 reproduce` writes executed notebooks (`M1_RUNS`, default `<repo>/runs`)."
-    p = _env_path("M1_RUNS", repo_root() / "runs")
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    "Where `m1 reproduce` writes executed notebooks (`M1_RUNS`, default `<repo>/runs`); not created here."
+    return _env_path("M1_RUNS", repo_root() / "runs")
 
 
 def data_dir(required: bool = True) -> Path | None:
@@ -98,31 +100,318 @@ def package_dir() -> Path:
 
 
 PROFILE_DIR = package_dir() / "profiles"
+SCHEMA_PATH = PROFILE_DIR / "schema.yaml"
+
+
+class ProfileError(ValueError):
+    "A profile, override or parameter that does not fit the schema; the message is one line naming the key."
 
 
 def profile_names() -> list[str]:
-    "Profiles shipped with the package."
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    "Profiles shipped with the package (the schema is not one)."
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if p != SCHEMA_PATH)
 
 
-def _merge(base: dict, over: dict, where: str = "") -> dict:
+def read_text(path: str | Path, what: str = "file") -> str:
+    "A UTF-8 text file's content; a missing file, a folder or non-UTF-8 bytes is a one-line `ValueError` naming it."
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a folder, not a file: give the path of the file itself")
+    if not p.exists():
+        raise ValueError(f"{what} {p} does not exist: check the path")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{what} {p}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}): "
+                         "save it as UTF-8") from None
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    "Parse a YAML file; a syntax error is a one-line `ValueError` naming the file, line and column."
+    text = read_text(path, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{what} {path}: YAML syntax error{at}: {why}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    "`over` merged into `base`, nested dicts key by key (unknown keys are left to the schema check)."
     out = dict(base)
     for k, v in over.items():
-        if k not in base:
-            raise KeyError(f"override {where}{k!r} is not a key of the profile (keys at this level: {sorted(base)})")
-        out[k] = _merge(base[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base[k], dict) else v
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 
+def _profile_path(name: str | Path) -> Path:
+    "A shipped profile's file by name, or a YAML path as given."
+    return Path(name) if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+
+
+def _read_profile(path: Path, where: str, seen: tuple = ()) -> dict:
+    """The YAML of one profile with its `base:` chain merged underneath: `base: paper` means "the paper profile,
+    then these keys" (nested sections key by key), so a derived profile states only what it changes."""
+    prof = read_yaml(path, "profile")
+    if not isinstance(prof, dict):
+        raise ProfileError(f"{where}: expected a mapping of sections (seed:, data:, eval:, ...), "
+                           f"got {type(prof).__name__}")
+    prof.setdefault("name", path.stem)
+    base = prof.pop("base", None)
+    if base is None:
+        return prof
+    bpath = _profile_path(base) if isinstance(base, str) and base.strip() else None
+    if bpath is None or not bpath.exists() or bpath == SCHEMA_PATH:
+        raise ProfileError(f"{where}: base: {json.dumps(base)} is not a profile; choose one of {profile_names()} "
+                           "or give a YAML path")
+    if bpath.resolve() in seen or bpath.resolve() == path.resolve():
+        raise ProfileError(f"{where}: base: {base!r} leads back to itself")
+    parent = _read_profile(bpath, f"profile {base} (base of {path.stem})", (*seen, path.resolve()))
+    return _merge(parent, prof)
+
+
 def load_profile(name: str | Path = "tiny", overrides: dict | None = None) -> AttrDict:
-    "Read profile `name` (a shipped name or a YAML path) and merge `overrides` (nested dict) into it."
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ValueError(f"unknown profile {name!r}: choose one of {profile_names()} or give a YAML path")
-    prof = yaml.safe_load(path.read_text())
-    prof = _merge(prof, overrides or {})
-    prof["name"] = prof.get("name", path.stem)
+    """Read profile `name` (a shipped name or a YAML path; a `base:` key names the profile it builds on), merge
+    `overrides` (nested dict) into it and check every key and value against the schema (`m1/profiles/schema.yaml`):
+    a mistake is a `ProfileError`. A `path` value that is relative is taken from the checkout (`repo_root()`)."""
+    path = _profile_path(name)
+    if not path.exists() or path == SCHEMA_PATH:
+        raise ProfileError(f"unknown profile {str(name)!r}: choose one of {profile_names()} or give a YAML path")
+    where = f"profile {path}" if path.parent != PROFILE_DIR else f"profile {path.stem}"
+    prof = _read_profile(path, where)
+    validate_profile(prof, where=where)
+    if overrides:
+        prof = _merge(prof, overrides)
+        validate_profile(prof, where=f"{where} with overrides {json.dumps(overrides, default=str)}")
     return AttrDict.wrap(prof)
+
+
+# %% ../nbs/00_core.ipynb #018fab40
+import difflib
+import functools
+import re
+
+_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "any": "anything",
+          "dict": "a mapping", "path": "a path (a relative one starts at the checkout)"}
+
+
+def _split_top(s: str, sep: str = "|") -> list[str]:
+    "Split `s` at `sep` outside brackets."
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        depth += (ch == "[") - (ch == "]")
+        if ch == sep and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
+@functools.lru_cache(maxsize=None)
+def parse_spec(spec: str) -> tuple[bool, tuple]:
+    """A schema type string -> (nullable, alternatives). Grammar: `ALT|ALT...` with an optional trailing `?`
+    (null allowed); ALT is `int`, `float` (each with bounds like `>=1`, `>0`, `<=1`), `bool`, `str`, `path` (a
+    string; a relative path is resolved from the checkout), `any`, `dict`, `list[SPEC]`, or a bare word (that
+    exact string)."""
+    s = str(spec).strip()
+    nullable = s.endswith("?")
+    if nullable:
+        s = s[:-1].strip()
+    alts = []
+    for a in _split_top(s):
+        a = a.strip()
+        if a.startswith("list[") and a.endswith("]"):
+            alts.append(("list", parse_spec(a[5:-1])))
+            continue
+        m = re.fullmatch(r"(int|float)((?:(?:>=|<=|>|<)-?[0-9.e+-]+)*)", a)
+        if m:
+            bounds = tuple((op, float(v)) for op, v in re.findall(r"(>=|<=|>|<)(-?[0-9.e+-]+?)(?=>|<|$)", m.group(2)))
+            alts.append((m.group(1), bounds))
+        elif a in _TYPES:
+            alts.append((a, ()))
+        elif re.fullmatch(r"[\w./:+-]+", a):
+            alts.append(("word", a))
+        else:
+            raise ValueError(f"bad schema type {spec!r}: cannot read {a!r}")
+    return nullable, tuple(alts)
+
+
+def describe_spec(spec: str | tuple) -> str:
+    "Words for a schema type, as error messages show it."
+    nullable, alts = parse_spec(spec) if isinstance(spec, str) else spec
+    words = [a[1] for a in alts if a[0] == "word"]
+    parts = [f"one of {', '.join(words)}" if len(words) > 1 else words[0]] if words else []
+    for kind, arg in alts:
+        if kind == "list":
+            parts.append(f"a list of ({describe_spec(arg)})")
+        elif kind in ("int", "float"):
+            parts.append(" ".join([_TYPES[kind], *(f"{op} {v:g}" for op, v in arg)]))
+        elif kind != "word":
+            parts.append(_TYPES[kind])
+    return " or ".join(parts) + (" or null" if nullable else "")
+
+
+_OPS = {">=": lambda x, v: x >= v, ">": lambda x, v: x > v, "<=": lambda x, v: x <= v, "<": lambda x, v: x < v}
+
+
+def _fits(alt: tuple, value: Any) -> tuple[bool, Any]:
+    kind, arg = alt
+    if kind == "any":
+        return True, value
+    if kind == "word":
+        return value == arg, value
+    if kind == "bool":
+        return isinstance(value, bool), value
+    if kind == "str":
+        return isinstance(value, str), value
+    if kind == "path":
+        if not isinstance(value, str) or not value.strip():
+            return False, value
+        p = Path(value).expanduser()
+        return True, str(p if p.is_absolute() else repo_root() / p)
+    if kind == "dict":
+        return isinstance(value, dict), value
+    if kind == "list":
+        return isinstance(value, list), value
+    if kind == "float" and isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        value = float(value)          # YAML 1.1 reads `1e-5` as a string; it is the number written
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        return False, value
+    return all(_OPS[op](value, v) for op, v in arg), (float(value) if kind == "float" and isinstance(value, float) else value)
+
+
+def check_value(spec: str, value: Any, key: str) -> Any:
+    "`value` checked against the schema type `spec` (returned, a YAML-1.1 float string as a float); else a `ProfileError`."
+    nullable, alts = parse_spec(spec)
+    if value is None:
+        if nullable:
+            return None
+        raise ProfileError(f"{key}: expected {describe_spec(spec)}, got null")
+    for alt in alts:
+        ok, v = _fits(alt, value)
+        if ok and alt[0] == "list":
+            return [check_value(_spec_str(alt[1]), x, f"{key}[{i}]") for i, x in enumerate(v)]
+        if ok:
+            return v
+    raise ProfileError(f"{key}: expected {describe_spec(spec)}, got {json.dumps(value, default=str)}")
+
+
+def _spec_str(parsed: tuple) -> str:
+    "Back from a parsed spec to a string (for nested list items)."
+    nullable, alts = parsed
+    def one(a):
+        kind, arg = a
+        if kind == "list":
+            return f"list[{_spec_str(arg)}]"
+        if kind in ("int", "float"):
+            return kind + "".join(f"{op}{v:g}" for op, v in arg)
+        return arg if kind == "word" else kind
+    return "|".join(one(a) for a in alts) + ("?" if nullable else "")
+
+
+@functools.lru_cache(maxsize=4)
+def _load_schema(path: str, mtime: float) -> dict:
+    schema = read_yaml(path, "profile schema")
+    _check_schema(schema, "")
+    return schema
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    "The profile schema: a nested mapping like a profile whose leaves are type strings (see `parse_spec`)."
+    p = Path(path or SCHEMA_PATH)
+    return _load_schema(str(p), p.stat().st_mtime)
+
+
+def _check_schema(schema: dict, where: str) -> None:
+    for k, v in schema.items():
+        if k == "_optional":
+            continue
+        if isinstance(v, dict):
+            _check_schema(v, f"{where}{k}.")
+        else:
+            parse_spec(str(v))
+
+
+def schema_keys(schema: dict | None = None, prefix: str = "") -> list[str]:
+    "Dotted names of every leaf key of the schema (`*` stands for any name)."
+    schema = load_schema() if schema is None else schema
+    out = []
+    for k, v in schema.items():
+        if k == "_optional":
+            continue
+        out += schema_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def _unknown(key: str, have: list[str], section: str) -> str:
+    near = difflib.get_close_matches(key.rsplit(".", 1)[-1], have, n=1, cutoff=0.6)
+    hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{near[0]}?)" if near else ""
+    return f"unknown key {key}{hint}; {section or 'the profile'} has: {', '.join(sorted(have))}"
+
+
+def validate_profile(prof: dict, schema: dict | None = None, where: str = "profile", partial: bool = False,
+                     _prefix: str = "", _optional: bool = False) -> dict:
+    """Check every key and value of `prof` against `schema` (default: the shipped one), in place: an unknown or
+    missing key, or a value of the wrong type, raises a one-line `ProfileError` naming `where` and the key.
+    `partial`: keys may be missing (overrides)."""
+    schema = load_schema() if schema is None else schema
+    optional = _optional or partial or bool(schema.get("_optional"))
+    keys = [k for k in schema if k not in ("_optional", "*")]
+    for k in list(prof):
+        key = f"{_prefix}{k}"
+        sub = schema.get(k, schema.get("*")) if k not in ("_optional",) else None
+        if sub is None:
+            raise ProfileError(f"{where}: {_unknown(key, keys, _prefix.rstrip('.'))}")
+        v = prof[k]
+        if isinstance(sub, dict):
+            if v is None and (optional or sub.get("_optional")):
+                prof[k] = v = {}
+            if not isinstance(v, dict):
+                raise ProfileError(f"{where}: {key}: expected a section (a mapping of keys), got {json.dumps(v, default=str)}")
+            validate_profile(v, sub, where, partial, f"{key}.", optional)
+        else:
+            try:
+                prof[k] = check_value(str(sub), v, key)
+            except ProfileError as e:
+                raise ProfileError(f"{where}: {e}") from None
+    if not optional:
+        if missing := [k for k in keys if k not in prof]:
+            raise ProfileError(f"{where}: missing key {_prefix}{missing[0]} (every profile sets it: see "
+                               f"{PROFILE_DIR / 'tiny.yaml'} and the types in {SCHEMA_PATH})")
+    return prof
+
+# %% ../nbs/00_core.ipynb #bf5bd46e
+def parse_overrides(items: Iterable[str], flag: str = "-p") -> dict:
+    """`KEY.PATH=VALUE` strings (VALUE read as YAML) -> a nested dict: `['eval.limit=2', 'merge.sources=[local]']` ->
+    `{'eval': {'limit': 2}, 'merge': {'sources': ['local']}}`. The one parser of `key=value` flags; a malformed
+    item, bad YAML or a key given twice is a one-line `ProfileError` naming `flag` and the item."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise ProfileError(f"{flag} {item!r}: expected KEY=VALUE with a dotted KEY, e.g. {flag} eval.limit=2")
+        try:
+            v = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            why = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ProfileError(f"{flag} {item!r}: the value is not valid YAML ({why}); quote it, "
+                               f"e.g. {flag} '{key}=\"{value}\"'") from None
+        d = out
+        for i, p in enumerate(parts[:-1]):
+            d = d.setdefault(p.strip(), {})
+            if not isinstance(d, dict):
+                raise ProfileError(f"{flag} {item!r}: {'.'.join(parts[:i + 1])} was given a value already")
+        last = parts[-1].strip()
+        if last in d:
+            raise ProfileError(f"{flag} {item!r}: {key.strip()} is given twice; give it once")
+        d[last] = v
+    return out
 
 # %% ../nbs/00_core.ipynb #71047fdc
 def seed_everything(seed: int = 42) -> None:
@@ -287,14 +576,21 @@ def stage_path(stage: str, root: str | Path | None = None) -> Path:
 
 def save_stage(ds, stage: str, config: dict | None = None, report: dict | None = None,
                root: str | Path | None = None) -> Path:
-    "Save a `datasets.Dataset` and its manifest atomically under `root/stage`."
+    """Save a `datasets.Dataset` and its manifest atomically under `root/stage`. An existing folder there that m1
+    did not write (no manifest of this stage) is never replaced: a one-line `ValueError` names it."""
     out = stage_path(stage, root)
+    if out.exists():
+        m = (read_json(out / "manifest.json") if (out / "manifest.json").is_file() else None) if out.is_dir() else None
+        if (not isinstance(m, dict) or m.get("stage") != stage) and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"{out} exists and was not written by m1's {stage} stage (no manifest.json of it): "
+                             "move it away or choose another work dir")
     with atomic_dir(out) as tmp:
         ds.save_to_disk(str(tmp / "data"))
         write_json(tmp / "manifest.json", {
             "stage": stage, "rows": len(ds), "columns": list(ds.column_names), "config": config or {},
             "report": report or {}, "code_version": code_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "output_id": os.urandom(8).hex()})           # which save this is: later stages record what they read
     return out
 
 
@@ -326,12 +622,51 @@ def load_env() -> None:
             load_dotenv(p, override=False)
 
 
-def redact(text: str, names: Iterable[str] = ("OPENAI_API_KEY", "M1_API_KEY", "HF_TOKEN", "WANDB_API_KEY")) -> str:
-    "Replace the values of secret env vars in `text` with `***`."
-    for n in names:
-        v = os.environ.get(n)
-        if v and len(v) >= 4:
+SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|ACCESS_KEY)$", re.I)
+PLACEHOLDER_KEYS = {"", "EMPTY", "none", "None", "null", "dummy", "sk-no-key-required", "not-needed"}
+_SECRETS: set[str] = set()
+_PATTERNS = [   # (pattern, replacement): secrets in the shapes they take in headers, URLs, reprs and JSON
+    (re.compile(r"(?i)\b(authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?(?!\*\*\*)[^\s'\",}]{4,}"),
+     lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}***"),
+    (re.compile(r"(?i)\b(bearer)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{6,}"), r"\1\2***"),
+    (re.compile(r"(?i)\b((?:x-)?api[_-]?key|access[_-]?token|auth[_-]?token|password|secret)(['\"]?\s*[:=]\s*['\"]?)"
+                r"(?=[^\s'\",;&)}\]]*\d)[^\s'\",;&(){}\[\].]{12,}"), r"\1\2***"),   # long, with a digit: not a name
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{12,}"), "***"),                   # OpenAI/DeepSeek-style keys
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "***"),                     # Hugging Face tokens
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), r"\1***@"),   # user:password@ in URLs
+]
+
+
+def register_secret(value: str | None) -> None:
+    "Remember a secret used at run time (a key passed or resolved), so `redact` removes it from any text."
+    if value and str(value) not in PLACEHOLDER_KEYS and len(str(value)) >= 6:
+        _SECRETS.add(str(value))
+
+
+def secret_values() -> list[str]:
+    "Every secret known now: the values of secret-looking env vars (`*_API_KEY`, `*_TOKEN`, ...) and registered ones."
+    vals = set(_SECRETS)
+    for k, v in os.environ.items():
+        if v and SECRET_ENV.search(k) and v not in PLACEHOLDER_KEYS and len(v) >= 6:
+            vals.add(v)
+    return sorted(vals, key=len, reverse=True)         # longest first: a key containing another is cut whole
+
+
+def redact(text: Any, names: Iterable[str] = ()) -> str:
+    """`text` with every secret replaced by `***`: the values of secret env vars (any `*_API_KEY`, `*_TOKEN`,
+    `*_SECRET`, `*_PASSWORD`, plus `names`), secrets registered with `register_secret`, and the shapes secrets
+    take (`Bearer ...`, `api_key=...`, `sk-...`, `hf_...`, `user:password@` in URLs)."""
+    from urllib.parse import quote
+    text = str(text)
+    vals = secret_values() + [os.environ[n] for n in names if len(os.environ.get(n) or "") >= 4]
+    for v in vals:
+        if v in text:
             text = text.replace(v, "***")
+        q = quote(v, safe="")
+        if q != v and q in text:
+            text = text.replace(q, "***")
+    for pat, rep in _PATTERNS:
+        text = pat.sub(rep, text)
     return text
 
 # %% ../nbs/00_core.ipynb #45db35ed

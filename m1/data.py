@@ -18,13 +18,15 @@ from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 from .core import data_dir, package_dir
 
 # %% auto #0
-__all__ = ['LETTERS', 'FEATURES', 'PUBMEDQA_BRIDGE', 'YES_NO_MAYBE', 'EVAL_SETS', 'POOL_FILES', 'HUB_SETS', 'ASSETS',
+__all__ = ['LETTERS', 'FEATURES', 'PUBMEDQA_BRIDGE', 'YES_NO_MAYBE', 'GOLD_FIELDS', 'EVAL_SETS', 'POOL_FILES', 'M1_EVAL_SETS',
+           'M1_EVAL_REPO', 'M1_EVAL_FILE', 'PUBMEDQA_FORMATS', 'HUB_SETS', 'SUITE_SUFFIXES', 'ASSETS',
            'BOXED_INSTRUCTION', 'InvalidRow', 'normalize_text', 'question_id', 'make_row', 'option_map', 'answer_text',
            'meta', 'LoadReport', 'rows_to_dataset', 'load_report', 'split_lettered', 'conv_eval', 'conv_medqa',
-           'pubmedqa_question', 'conv_pubmedqa_ori', 'conv_chat', 'conv_mmlu', 'conv_mmlu_pro', 'load_mmlu_csv',
-           'load_file', 'load_eval', 'load_mmlu_dir', 'load_pool', 'conv_hub_medmcqa', 'conv_hub_headqa',
-           'conv_hub_pubmedqa', 'load_hub', 'conv_demo', 'load_demo', 'shuffle_options', 'format_question',
-           'render_prompt']
+           'pubmedqa_question', 'conv_pubmedqa_ori', 'conv_chat', 'conv_mmlu', 'conv_mmlu_pro', 'read_options',
+           'read_gold', 'conv_mcq', 'load_mmlu_csv', 'read_csv_rows', 'load_file', 'load_sets', 'load_mmlu_dir',
+           'load_pool', 'EvalUnavailable', 'hub_eval_file', 'local_eval_file', 'eval_source', 'load_eval',
+           'conv_hub_medmcqa', 'conv_hub_headqa', 'conv_hub_pubmedqa', 'hub_mirror_file', 'load_hub', 'suite_specs',
+           'load_eval_suite', 'conv_demo', 'load_demo', 'shuffle_options', 'format_question', 'render_prompt']
 
 # %% ../nbs/01_data.ipynb #09c2a520
 LETTERS = [chr(ord("A") + i) for i in range(26)]
@@ -247,24 +249,134 @@ def conv_mmlu_pro(x: dict) -> dict:
     return dict(question=x["question"], options=x["options"], answer=x["answer"],
                 metadata={"question_id": x["question_id"], "category": x["category"], "src": x["src"]})
 
+# %% ../nbs/01_data.ipynb #cbfac57e
+_LETTER_ONLY = re.compile(r"^\(?([A-Za-z])\)?[.):]?$")
+GOLD_FIELDS = ("answer_idx", "label", "answer_index", "answer")   # read in this order; all must agree
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def read_options(opts: Any) -> list:
+    "Option texts in letter order from a letter -> text object, a list (bare or 'A. text'), or 'A. text' lines."
+    if isinstance(opts, str):
+        return split_lettered([s for s in opts.splitlines() if s.strip()])
+    if isinstance(opts, dict):
+        items = [(str(k).strip().upper(), v) for k, v in opts.items()]
+        while items and items[-1][1] is None:                 # Arrow's padding of a struct column
+            items.pop()
+        keys = sorted(k for k, _ in items)
+        if keys != LETTERS[:len(keys)]:
+            raise InvalidRow(f"field 'options': the keys must be the letters A, B, C... without gaps, got {list(opts)}")
+        return [v for _, v in sorted(items)]
+    if isinstance(opts, (list, tuple)):
+        items = list(opts)
+        if items and all(isinstance(s, str) for s in items):
+            ms = [_LETTERED.match(s) for s in items]
+            if all(m and m.group(1) == LETTERS[i] for i, m in enumerate(ms)):
+                return [m.group(2) for m in ms]
+        return items
+    raise InvalidRow(f"field 'options': expected a letter -> text object or a list, got {type(opts).__name__}")
+
+
+def _gold_letters(fld: str, v: Any, opts: list) -> set:
+    "The letters a gold field can mean (more than one: ambiguous); InvalidRow when it means none."
+    n, valid = len(opts), LETTERS[:len(opts)]
+    def bad(msg):
+        raise InvalidRow(f"field {fld!r}: {v!r} {msg}")
+    if isinstance(v, bool):
+        bad("is a boolean, not an option")
+    if isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().isdigit() and fld != "answer"):
+        if fld == "answer":
+            bad("is an integer: 0- or 1-based is ambiguous; give the letter (answer_idx) or a 0-based label")
+        i = int(v)
+        if not 0 <= i < n:
+            bad(f"is not a 0-based index of the {n} options")
+        return {LETTERS[i]}
+    if not isinstance(v, str) or not v.strip():
+        bad("is not a letter, an option text or 'L. text'")
+    s = _norm(v)
+    texts = [_norm(o) if isinstance(o, str) else None for o in opts]
+    out = set()
+    if fld == "answer":
+        out |= {LETTERS[i] for i, t in enumerate(texts) if t == s}              # the option's text
+    m = _LETTER_ONLY.match(s)
+    if m and m.group(1).upper() in valid:                                      # the letter
+        out.add(m.group(1).upper())
+    if not out:
+        m = _LETTERED.match(s)                                                 # "C. text"
+        if m and m.group(1) in valid:
+            if texts[LETTERS.index(m.group(1))] != _norm(m.group(2)):
+                bad(f"names option {m.group(1)}, whose text is {opts[LETTERS.index(m.group(1))]!r}")
+            out.add(m.group(1))
+    if not out:
+        bad(f"is neither an option letter ({valid[0]}-{valid[-1]}), nor an option's text, nor 'L. text'")
+    return out
+
+
+def read_gold(x: dict, opts: list) -> str:
+    "The gold letter of row `x` from every gold field present (`GOLD_FIELDS`); they must agree."
+    found = [(f, _gold_letters(f, x[f], opts)) for f in GOLD_FIELDS if x.get(f) is not None]
+    if not found:
+        raise InvalidRow(f"field 'answer': no gold answer; give answer_idx (letter), answer (letter, option text "
+                         f"or 'L. text') or label (0-based index); the row has {sorted(x)}")
+    cand, first = set(found[0][1]), found[0][0]
+    for f, c in found[1:]:
+        if not cand & c:
+            raise InvalidRow(f"field {f!r}: {x[f]!r} means option {'/'.join(sorted(c))} but field {first!r} "
+                             f"says {'/'.join(sorted(cand))}")
+        cand &= c
+    if len(cand) > 1:
+        raise InvalidRow(f"field {found[0][0]!r}: {x[found[0][0]]!r} could be option {' or '.join(sorted(cand))}; "
+                         "add answer_idx (the letter) to settle it")
+    return cand.pop()
+
+
+def conv_mcq(x: dict) -> dict:
+    "Any multiple-choice row: `question`, `options` (object or list), gold under answer_idx / answer / label."
+    if not isinstance(x, dict):
+        raise InvalidRow(f"expected a JSON object per row, got {type(x).__name__}")
+    if "options" not in x:
+        raise InvalidRow(f"field 'options': missing; the row has {sorted(x)}")
+    opts = read_options(x["options"])
+    if not 2 <= len(opts) <= 26:
+        raise InvalidRow(f"field 'options': needs 2 to 26 options, got {len(opts)}")
+    answer = read_gold(x, opts)
+    keep = {k: v for k, v in x.items() if k not in ("question", "options", *GOLD_FIELDS)
+            and isinstance(v, (str, int, float, bool, type(None))) and len(str(v)) <= 200}
+    return dict(question=x.get("question"), options=opts, answer=answer, metadata=keep)
+
 # %% ../nbs/01_data.ipynb #c9bafe50
 EVAL_SETS = ["MedMCQA_validation", "MedQA_USLME_test", "PubMedQA_test", "MMLU-Pro_Medical_test", "GPQA_Medical_test"]
 
 
-def _detect(path: Path, raw: Any) -> tuple[Iterable, Callable]:
-    "Choose the converter for a parsed JSON file."
+def _is_sets(raw: Any) -> bool:
+    "A JSON object of named sets: every value a list of rows (m1's `m1_eval_data.json`)."
+    return isinstance(raw, dict) and bool(raw) and all(isinstance(v, list) for v in raw.values())
+
+
+def _detect(path: Path, raw: Any, tolerant: bool = False) -> tuple[Iterable, Callable]:
+    "Choose the converter for a parsed JSON file (`tolerant`: plain MCQ rows go through `conv_mcq`)."
     if isinstance(raw, dict):  # ori_pqal: {pmid: record}
         first = next(iter(raw.values()), None)
         if isinstance(first, dict) and "QUESTION" in first:
             return list(raw.items()), conv_pubmedqa_ori
-        raise InvalidRow(f"{path}: unrecognised JSON object (expected PubMedQA ori_pqal)")
+        raise InvalidRow(f"{path}: unrecognised JSON object (expected a list of rows, an object of named sets "
+                         "(set name -> list of rows) or PubMedQA ori_pqal)")
+    if not isinstance(raw, list):
+        raise InvalidRow(f"{path}: expected a JSON list of rows, got {type(raw).__name__}")
     if not raw:
         return raw, conv_eval
     x = raw[0]
+    if not isinstance(x, dict):
+        return raw, conv_mcq                                  # conv_mcq names the bad row
     if "conversations" in x:
         return raw, conv_chat
     if "question_id" in x and "category" in x:
         return raw, conv_mmlu_pro
+    if tolerant:
+        return raw, conv_mcq
     if "meta_info" in x or isinstance(x.get("options"), list) or "answer_idx" not in x:
         return raw, conv_medqa
     return raw, conv_eval
@@ -279,28 +391,68 @@ def load_mmlu_csv(path: str | Path, **kw) -> Dataset:
     return rows_to_dataset(rows, conv_mmlu, kw.pop("source", "mmlu"), str(path), **kw)
 
 
+def _csv_row(x: dict) -> dict:
+    "A CSV row -> a `conv_mcq` row: options from letter columns `A`, `B`, ... or an `options` cell."
+    x = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in x.items() if k is not None}
+    if "options" in x:
+        o = x["options"]
+        opts = json.loads(o) if o[:1] in "[{" else o
+    else:
+        cols = [L for L in LETTERS if L in x]
+        if cols != LETTERS[:len(cols)]:
+            raise InvalidRow(f"field 'options': need option columns A, B, C... or an 'options' column; header has {sorted(x)}")
+        opts = [x[L] for L in cols]
+        while opts and opts[-1] == "":                        # a shorter row of a wider table
+            opts.pop()
+    row = {k: (None if v == "" else v) for k, v in x.items() if k not in LETTERS}
+    return conv_mcq({**row, "options": opts})
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    "The rows of a CSV file with a header row."
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+def _sets_dataset(path: Path, raw: dict, **kw) -> dict[str, Dataset]:
+    "An object of named sets -> one Dataset per set (source = the set's name), each row validated."
+    out = {}
+    for name, rows in raw.items():
+        _, conv = _detect(path, rows, tolerant=True)
+        out[name] = rows_to_dataset(rows, conv, name, f"{path} set {name!r}", **kw)
+    return out
+
+
 def load_file(path: str | Path, source: str | None = None, on_invalid: str = "raise",
-              duplicates: str = "warn") -> Dataset:
-    "Load any supported file (JSON, JSONL, MMLU CSV) into the schema; `source` defaults to the file stem."
+              duplicates: str = "warn", tolerant: bool = False) -> Dataset:
+    """Load any supported file (JSON, JSONL, CSV) into the schema; `source` defaults to the file stem.
+    A JSON object of named sets (m1's `m1_eval_data.json`) loads as one Dataset whose `source` is each row's
+    set name (`load_sets` keeps them apart). `tolerant`: plain MCQ rows are read by `conv_mcq`."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     kw = dict(on_invalid=on_invalid, duplicates=duplicates)
     if path.suffix == ".csv":
-        return load_mmlu_csv(path, source=source or "mmlu", **kw)
+        rows = read_csv_rows(path)
+        if rows and "choice0" in rows[0]:
+            return load_mmlu_csv(path, source=source or "mmlu", **kw)
+        return rows_to_dataset(rows, _csv_row, source or path.stem, str(path), **kw)
     raw = _read_json(path)
-    rows, conv = _detect(path, raw)
+    if _is_sets(raw):
+        return concatenate_datasets(list(_sets_dataset(path, raw, **kw).values()))
+    rows, conv = _detect(path, raw, tolerant)
     return rows_to_dataset(rows, conv, source or path.stem, str(path), **kw)
 
 
-def load_eval(name: str, limit: int | None = None, root: str | Path | None = None, **kw) -> Dataset:
-    "One eval set of `data/eval` by name (see `EVAL_SETS`); `limit` keeps the first n rows."
-    root = Path(root) if root else data_dir()
-    p = root / "eval" / f"{name}.json"
-    if not p.exists():
-        raise FileNotFoundError(f"no eval set {name!r} at {p}; known: {EVAL_SETS}")
-    ds = load_file(p, source=name, **kw)
-    return ds.select(range(min(limit, len(ds)))) if limit else ds
+def load_sets(path: str | Path, **kw) -> dict[str, Dataset]:
+    "A JSON object of named sets (set name -> list of rows, as m1's `m1_eval_data.json`) -> name -> Dataset."
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = _read_json(path)
+    if not _is_sets(raw):
+        raise InvalidRow(f"{path}: expected a JSON object of named sets (set name -> list of rows)")
+    return _sets_dataset(path, raw, **kw)
 
 
 def load_mmlu_dir(folder: str | Path, **kw) -> Dataset:
@@ -327,6 +479,83 @@ def load_pool(name: str, root: str | Path | None = None, **kw) -> Dataset:
         return load_mmlu_dir(p, source=name, **kw)
     return load_file(p, source=name, **kw)
 
+# %% ../nbs/01_data.ipynb #90488bed
+M1_EVAL_SETS = ["MedMCQA_validation", "MedQA_USLME_test", "PubMedQA_test", "MMLU-Pro_Medical_test",
+                "GPQA_Medical_test", "Lancet", "MedBullets_op4", "MedBullets_op5", "MedXpertQA", "NEJM"]
+M1_EVAL_REPO, M1_EVAL_FILE = "UCSC-VLAA/m1_eval_data", "m1_eval_data.json"
+
+
+class EvalUnavailable(FileNotFoundError, ValueError):
+    "An eval set that no configured place can give (no local file, no local copy of m1's file, no hub)."
+
+
+def hub_eval_file() -> Path:
+    "m1's `m1_eval_data.json` from the hub (cached by `huggingface_hub`; no download when cached)."
+    from huggingface_hub import hf_hub_download
+    return Path(hf_hub_download(repo_id=M1_EVAL_REPO, filename=M1_EVAL_FILE, repo_type="dataset"))
+
+
+def local_eval_file(eval_file: str | Path | None = None) -> Path | None:
+    "The configured local copy of m1's eval file: `eval_file` (profile `data.eval_file`), else `M1_EVAL_DATA`."
+    import os
+    p = eval_file or os.environ.get("M1_EVAL_DATA") or None
+    if p is None:
+        return None
+    p = Path(p).expanduser()
+    if not p.is_file():
+        src = "data.eval_file" if eval_file else "M1_EVAL_DATA"
+        raise EvalUnavailable(f"{src}={p}: no such file (a copy of {M1_EVAL_FILE} from hub dataset {M1_EVAL_REPO})")
+    return p
+
+
+_SETS_CACHE: dict = {}
+
+
+def _eval_sets_of(path: Path) -> dict[str, Dataset]:
+    "Every set of an m1-style eval file, parsed and validated once per (file, mtime)."
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _SETS_CACHE:
+        _SETS_CACHE[key] = load_sets(path)
+    return _SETS_CACHE[key]
+
+
+def _eval_source(name, root, eval_file, hub) -> tuple[str, Path]:
+    d = Path(root) if root else data_dir(required=False)
+    if d is not None and (d / "eval" / f"{name}.json").is_file():
+        return "file", d / "eval" / f"{name}.json"
+    local = local_eval_file(eval_file)
+    if local is not None:
+        if name not in _eval_sets_of(local):
+            raise EvalUnavailable(f"eval set {name!r} is not in {local} (it has {list(_eval_sets_of(local))})")
+        return "sets", local
+    where = f"no {d / 'eval' / (name + '.json') if d else 'M1_DATA folder'}, no data.eval_file / M1_EVAL_DATA"
+    if name not in M1_EVAL_SETS:
+        raise EvalUnavailable(f"unknown eval set {name!r} ({where}); m1's sets: {M1_EVAL_SETS}")
+    if not hub:
+        raise EvalUnavailable(f"eval set {name!r}: {where}, and the hub is not allowed here")
+    try:
+        return "sets", hub_eval_file()
+    except Exception as e:  # offline, no such repo, ...: one line naming the set and the remedies
+        raise EvalUnavailable(f"eval set {name!r}: {where}, and {M1_EVAL_FILE} could not be fetched from hub "
+                              f"dataset {M1_EVAL_REPO} ({type(e).__name__}); download it and set M1_EVAL_DATA") from None
+
+
+def eval_source(name: str, root: str | Path | None = None, eval_file: str | Path | None = None,
+                hub: bool = True) -> Path:
+    "Where set `name` comes from: the eval folder's file, else the local copy of m1's file, else the hub file."
+    return _eval_source(name, root, eval_file, hub)[1]
+
+
+def load_eval(name: str, limit: int | None = None, root: str | Path | None = None,
+              eval_file: str | Path | None = None, hub: bool = True, **kw) -> Dataset:
+    "One eval set by name (local eval folder, local copy of m1's file, or the hub file); `limit`: first n rows."
+    kind, src = _eval_source(name, root, eval_file, hub)
+    if kind == "file":
+        ds = load_file(src, source=name, **kw)
+    else:
+        ds = load_sets(src, **kw)[name] if kw else _eval_sets_of(src)[name]
+    return ds.select(range(min(limit, len(ds)))) if limit else ds
+
 # %% ../nbs/01_data.ipynb #74f13a0b
 def conv_hub_medmcqa(x: dict) -> dict:
     "openlifescienceai/medmcqa: question, opa..opd, cop (0-3), subject_name, topic_name, id."
@@ -336,18 +565,29 @@ def conv_hub_medmcqa(x: dict) -> dict:
 
 
 def conv_hub_headqa(x: dict) -> dict:
-    "openlifescienceai/headqa (en): qtext, answers [{aid, atext}], ra (right aid), category."
-    answers = sorted(x["answers"], key=lambda a: int(a["aid"]))
-    aids = [int(a["aid"]) for a in answers]
-    return dict(question=x["qtext"], options=[a["atext"] for a in answers],
-                answer=LETTERS[aids.index(int(x["ra"]))],
-                metadata={"category": x.get("category"), "name": x.get("name"), "year": x.get("year")})
+    "openlifescienceai/headqa: `data` = {Question, Options {A: text}, Correct Option (letter), Correct Answer (text)}."
+    d = x["data"]
+    opts = read_options(d["Options"])
+    letter = str(d["Correct Option"]).strip().upper()
+    if letter not in LETTERS[:len(opts)]:
+        raise InvalidRow(f"field 'data.Correct Option': {d['Correct Option']!r} is not one of the option letters")
+    gold = opts[LETTERS.index(letter)]
+    if not isinstance(gold, str) or _norm(gold) != _norm(str(d["Correct Answer"])):
+        raise InvalidRow(f"field 'data.Correct Answer': {d['Correct Answer']!r} is not the text of option {letter} ({gold!r})")
+    return dict(question=d["Question"], options=opts, answer=letter,
+                metadata={"orig_id": x.get("id"), "subject": x.get("subject_name"), "topic": x.get("topic_name")})
 
 
-def conv_hub_pubmedqa(x: dict) -> dict:
-    "qiaojin/PubMedQA pqa_labeled: pubid, question, context.contexts, final_decision."
-    return dict(question=pubmedqa_question(x["context"]["contexts"], x["question"]), options=YES_NO_MAYBE,
-                answer=LETTERS[YES_NO_MAYBE.index(x["final_decision"])], metadata={"pmid": str(x["pubid"])})
+PUBMEDQA_FORMATS = ("eval", "m1")
+
+
+def conv_hub_pubmedqa(x: dict, pubmedqa_format: str = "eval") -> dict:
+    """qiaojin/PubMedQA pqa_labeled: pubid, question, context.contexts, final_decision.
+    `pubmedqa_format`: "eval" (HuatuoGPT-o1's eval rendering) or "m1" (paragraphs joined by newlines, then the question)."""
+    ctx, q = x["context"]["contexts"], x["question"]
+    text = pubmedqa_question(ctx, q) if pubmedqa_format == "eval" else "\n".join(ctx) + "\n" + q
+    return dict(question=text, options=YES_NO_MAYBE, answer=LETTERS[YES_NO_MAYBE.index(x["final_decision"])],
+                metadata={"pmid": str(x["pubid"])})
 
 
 HUB_SETS = {  # name: (hub id, config, split, converter)
@@ -355,21 +595,149 @@ HUB_SETS = {  # name: (hub id, config, split, converter)
     "medqa_test": ("GBaker/MedQA-USMLE-4-options", None, "test", conv_medqa),
     "medmcqa": ("openlifescienceai/medmcqa", None, "train", conv_hub_medmcqa),
     "medmcqa_validation": ("openlifescienceai/medmcqa", None, "validation", conv_hub_medmcqa),
-    "headqa": ("openlifescienceai/headqa", "en", "train", conv_hub_headqa),
+    "headqa": ("openlifescienceai/headqa", None, "train", conv_hub_headqa),
     "pubmedqa": ("qiaojin/PubMedQA", "pqa_labeled", "train", conv_hub_pubmedqa),
 }
 
 
-def load_hub(name: str, limit: int | None = None, **kw) -> Dataset:
-    "One of m1's hub sources by short name (see `HUB_SETS`), converted to the schema."
+def hub_mirror_file(name: str, mirror: str | Path) -> Path:
+    "The file standing in for hub set `name` in a mirror folder: `{owner}_{name}[_{config}]_{split}.jsonl`."
+    repo, config, split, _ = HUB_SETS[name]
+    return Path(mirror) / f"{repo.replace('/', '_')}{'_' + config if config else ''}_{split}.jsonl"
+
+
+def load_hub(name: str, limit: int | None = None, pubmedqa_format: str = "eval", mirror: str | Path | None = None,
+             **kw) -> Dataset:
+    """One of m1's hub sources by short name (see `HUB_SETS`), converted to the schema. `mirror`: a folder of
+    JSONL files in the hub rows' exact shape (`hub_mirror_file`), read instead of the hub (the profile's
+    `data.hub_mirror`: smoke runs and machines without the hub)."""
     from datasets import load_dataset
+    from functools import partial
     if name not in HUB_SETS:
         raise ValueError(f"unknown hub set {name!r}; known: {sorted(HUB_SETS)}")
+    if pubmedqa_format not in PUBMEDQA_FORMATS:
+        raise ValueError(f"data.pubmedqa_format must be one of {PUBMEDQA_FORMATS}, got {pubmedqa_format!r}")
     repo, config, split, conv = HUB_SETS[name]
+    if conv is conv_hub_pubmedqa:
+        conv = partial(conv_hub_pubmedqa, pubmedqa_format=pubmedqa_format)
+    if mirror is not None:
+        f = hub_mirror_file(name, mirror)
+        if not f.is_file():
+            raise ValueError(f"data.hub_mirror: no file {f} standing in for hub set {name!r} ({repo}, {split})")
+        raw = []
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                try:
+                    raw.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{f}: line {i + 1} is not JSON ({e.msg})") from None
+        if limit:
+            raw = raw[:limit]
+        return rows_to_dataset(raw, conv, name, str(f), **kw)
     raw = load_dataset(repo, config, split=split)
     if limit:
         raw = raw.select(range(min(limit, len(raw))))
     return rows_to_dataset(raw, conv, name, f"{repo}:{split}", **kw)
+
+# %% ../nbs/01_data.ipynb #efe9c97c
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+SUITE_SUFFIXES = (".json", ".jsonl", ".csv")
+
+
+def _check_limit(limit) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be a positive number of rows per set, or None for every row; got {limit!r}")
+    return int(limit)
+
+
+def _suite_file(spec: str, path: Path) -> dict[str, Dataset]:
+    "One eval file -> its set(s), every row validated (tolerant converter)."
+    if not path.is_file():
+        raise ValueError(f"eval spec {spec!r}: no such file {path}")
+    if path.suffix.lower() == ".csv":
+        sets = {path.stem: load_file(path, tolerant=True)}
+    else:
+        raw = _read_json(path)
+        if _is_sets(raw):
+            sets = _sets_dataset(path, raw)
+        else:
+            if isinstance(raw, dict) and not raw:
+                raw = []
+            rows, conv = _detect(path, raw, tolerant=True)
+            sets = {path.stem: rows_to_dataset(rows, conv, path.stem, str(path))}
+    for name, ds in sets.items():
+        if not len(ds):
+            raise ValueError(f"{path}{'' if name == path.stem else f' set {name!r}'}: no rows (an empty eval set)")
+    return sets
+
+
+def _suite_hub(spec: str) -> tuple[str, Dataset]:
+    "A hub dataset `owner/name[:split]` -> (set name, Dataset); m1's hub sources keep their converters."
+    from datasets import load_dataset
+    repo, _, split = spec.partition(":")
+    config, conv = next(((c, f) for r, c, _, f in HUB_SETS.values() if r == repo), (None, conv_mcq))
+    def fetch(**kw):
+        try:
+            return load_dataset(repo, config, **kw)
+        except Exception as e:  # offline, no such dataset or split, gated: one line
+            msg = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(f"eval spec {spec!r}: cannot load hub dataset {repo} ({type(e).__name__}: {msg})") from None
+    if not split:
+        splits = list(fetch())
+        if "test" not in splits and len(splits) != 1:
+            raise ValueError(f"eval spec {spec!r}: splits {splits}; name one as {repo}:SPLIT")
+        split = "test" if "test" in splits else splits[0]
+    raw = fetch(split=split)
+    name = repo.split("/")[1] + (f"_{split}" if ":" in spec else "")
+    ds = rows_to_dataset(raw, conv, name, f"{repo}:{split}")
+    if not len(ds):
+        raise ValueError(f"eval spec {spec!r}: no rows")
+    return name, ds
+
+
+def suite_specs(specs: str | Iterable[str]) -> list[str]:
+    "A comma-separated string or a list of specs -> the list, stripped; empty items are an error."
+    items = specs.split(",") if isinstance(specs, str) else list(specs or [])
+    out = [str(s).strip() for s in items]
+    if not out or any(not s for s in out):
+        raise ValueError(f"eval sets: empty name in {specs!r}; give set names, .json/.jsonl/.csv files or owner/name hub ids")
+    return out
+
+
+def load_eval_suite(specs: str | Iterable[str], limit: int | None = None, *, eval_file: str | Path | None = None,
+                    hub: bool = True) -> dict[str, Dataset]:
+    """Eval sets by name, file path or hub dataset id -> {set name: Dataset}, in the order given.
+    `limit`: first n rows per set (a positive int; None: all). `eval_file`: a local copy of m1's eval file
+    (the profile's `data.eval_file`); `hub=False`: never download."""
+    limit = _check_limit(limit)
+    suite, origin = {}, {}
+    for spec in suite_specs(specs):
+        p = Path(spec).expanduser()
+        if p.suffix.lower() in SUITE_SUFFIXES:
+            got = _suite_file(spec, p)
+        elif p.exists():
+            raise ValueError(f"eval spec {spec!r}: an eval file must end in {', '.join(SUITE_SUFFIXES)}")
+        elif spec in EVAL_SETS or spec in M1_EVAL_SETS or (
+                local_eval_file(eval_file) is not None and spec in _eval_sets_of(local_eval_file(eval_file))):
+            got = {spec: load_eval(spec, eval_file=eval_file, hub=hub)}
+        elif spec in HUB_SETS:
+            if not hub:
+                raise ValueError(f"eval spec {spec!r} is a hub set and the hub is not allowed here")
+            got = {spec: load_hub(spec)}
+        elif _HUB_ID.match(spec):
+            if not hub:
+                raise ValueError(f"eval spec {spec!r} is a hub dataset id and the hub is not allowed here")
+            got = dict([_suite_hub(spec)])
+        else:
+            raise ValueError(f"eval spec {spec!r}: not a known set (m1's: {', '.join(M1_EVAL_SETS)}; hub: "
+                             f"{', '.join(sorted(HUB_SETS))}), not a {'/'.join(SUITE_SUFFIXES)} file, not owner/name[:split]")
+        for name, ds in got.items():
+            if name in suite:
+                raise ValueError(f"eval spec {spec!r}: a set named {name!r} already comes from {origin[name]!r}; rename one")
+            suite[name], origin[name] = (ds.select(range(min(limit, len(ds)))) if limit else ds), spec
+    return suite
 
 # %% ../nbs/01_data.ipynb #1c04057d
 ASSETS = package_dir() / "assets"
@@ -388,10 +756,15 @@ def load_demo(limit: int | None = None) -> Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 # %% ../nbs/01_data.ipynb #f93d2b8d
-def shuffle_options(ds: Dataset, seed: int = 42) -> Dataset:
-    "Permute every row's options with one seeded generator in row order (m1's `default_rng(42)`)."
+def shuffle_options(ds: Dataset, seed: int = 42, preview: bool = False) -> Dataset:
+    """Permute every row's options with one seeded generator in row order (m1's `default_rng(42)`).
+    `preview`: first draw one permutation for row 0 and discard it, as m1's loaders did (each mapped its
+    first row once for a printed preview, with the same generator, before mapping the whole set)."""
     rng = np.random.default_rng(seed)
-    perms = [rng.permutation(len(o)).tolist() for o in ds["options"]]
+    sizes = [len(o) for o in ds["options"]]
+    if preview and sizes:
+        rng.permutation(sizes[0])
+    perms = [rng.permutation(n).tolist() for n in sizes]
 
     def f(row, i):
         p = perms[i]

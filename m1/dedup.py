@@ -7,6 +7,7 @@ import json
 import re
 import time
 import unicodedata
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
@@ -19,10 +20,11 @@ from rapidfuzz import fuzz, process
 from .data import LETTERS, PUBMEDQA_BRIDGE, meta, normalize_text
 
 # %% auto #0
-__all__ = ['REASONS', 'DEFAULTS', 'column', 'prompts', 'exact_groups', 'minhash_signatures', 'min_length_ratio', 'lsh_pairs',
-           'char_histograms', 'histogram_filter', 'verify_pairs', 'candidate_pairs', 'near_duplicates',
-           'earliest_match', 'word_ngrams', 'ngram_matches', 'pubmedqa_sentence', 'pmid_index', 'row_pmids',
-           'find_removals', 'assign_reasons', 'dedup', 'removal_table', 'load_eval_sets']
+__all__ = ['REASONS', 'DEFAULTS', 'EVAL_UNAVAILABLE', 'column', 'prompts', 'exact_groups', 'minhash_signatures',
+           'min_length_ratio', 'lsh_pairs', 'char_histograms', 'histogram_filter', 'verify_pairs', 'candidate_pairs',
+           'near_duplicates', 'earliest_match', 'word_ngrams', 'ngram_matches', 'pubmedqa_sentence', 'pmid_index',
+           'row_pmids', 'find_removals', 'assign_reasons', 'dedup', 'removal_table', 'EvalSets', 'load_eval_sets',
+           'decontamination_sets']
 
 # %% ../nbs/03_dedup.ipynb #02122407
 def column(ds: Dataset, name: str) -> list:
@@ -375,7 +377,8 @@ def row_pmids(ds: Dataset, index: Mapping[str, str]) -> list[str | None]:
 REASONS = ["fuzzy-eval", "pmid-eval", "ngram-eval", "duplicate"]
 DEFAULTS = dict(threshold=95, ngram=13, ngram_max_df=5, ngram_min_overlap=0.5, ngram_min_shared=3,
                 q=5, num_perm=128, bands=32,
-                rows=4, workers=2, canonical_dedup=False, pmid_local=True, checks=list(REASONS), examples=20)
+                rows=4, workers=2, canonical_dedup=False, pmid_local=True, checks=list(REASONS), examples=20,
+                eval_sets=None, eval_unavailable="error")
 
 
 def _config(cfg: Mapping | None) -> dict:
@@ -500,6 +503,7 @@ def dedup(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[Dataset, 
     report = {"rows_in": len(ds), "rows_out": len(out), "eval_rows": len(esrc), "eval_sets": sorted(set(esrc)),
               "removed": {r: int((reason == r).sum()) for r in REASONS},
               "flagged": {r: int((flags[r] >= 0).sum()) for r in REASONS},
+              "eval_unavailable": [list(u) for u in getattr(eval_sets, "unavailable", [])],
               "by_source": by_source, "examples": examples, "lsh": info["lsh"], "seconds": info["seconds"],
               "config": {k: c[k] for k in DEFAULTS}}
     return out, report
@@ -513,7 +517,39 @@ def removal_table(report: dict):
     return df
 
 # %% ../nbs/03_dedup.ipynb #0d799fbd
-def load_eval_sets(names: Sequence[str] | None = None, limit: int | None = None) -> dict[str, Dataset]:
-    "The eval suite for decontamination: name -> Dataset (all of `m1.data.EVAL_SETS` by default)."
-    from m1.data import EVAL_SETS, load_eval
-    return {nm: load_eval(nm, limit=limit) for nm in (names or EVAL_SETS)}
+EVAL_UNAVAILABLE = ("error", "skip")
+
+
+class EvalSets(dict):
+    "name -> Dataset, plus `unavailable`: [(name, reason)] of the requested sets that were left out."
+    unavailable: list
+
+
+def load_eval_sets(names: Sequence[str] | None = None, limit: int | None = None, *, eval_file=None,
+                   hub: bool = True, unavailable: str = "error") -> EvalSets:
+    """The eval suite for decontamination: name -> Dataset (`m1.data.EVAL_SETS` by default), each from the
+    eval folder, the local copy of m1's eval file (`eval_file` / `M1_EVAL_DATA`) or the hub file.
+    A set that no place can give stops the stage (`unavailable="error"`, the default) or, with
+    `unavailable="skip"`, is left out with a warning and listed in `.unavailable` (and so in the report)."""
+    from m1.data import EVAL_SETS, EvalUnavailable, load_eval
+    if unavailable not in EVAL_UNAVAILABLE:
+        raise ValueError(f"dedup.eval_unavailable must be one of {EVAL_UNAVAILABLE}, got {unavailable!r}")
+    out = EvalSets()
+    out.unavailable = []
+    for nm in (names or EVAL_SETS):
+        try:
+            out[nm] = load_eval(nm, limit=limit, eval_file=eval_file, hub=hub)
+        except EvalUnavailable as e:
+            if unavailable == "error":
+                raise EvalUnavailable(f"{e} (decontamination needs every set of dedup.eval_sets; "
+                                      "dedup.eval_unavailable: skip goes on without it and records it)") from None
+            warnings.warn(f"decontamination goes on WITHOUT eval set {nm!r}: {e}")
+            out.unavailable.append((nm, str(e)))
+    return out
+
+
+def decontamination_sets(P) -> EvalSets:
+    "The profile's decontamination list: `dedup.eval_sets` (null: `data.eval_sets`), per `dedup.eval_unavailable`."
+    d, dd = P.get("data", {}), P.get("dedup", {})
+    return load_eval_sets(dd.get("eval_sets") or d.get("eval_sets"), eval_file=d.get("eval_file"),
+                          unavailable=dd.get("eval_unavailable", "error"))

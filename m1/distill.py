@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,12 @@ from datasets import Dataset, Features, Value
 from .client import ChatClient, Server, start_server
 from .core import load_env, load_stage, save_stage, work_dir
 from .data import render_prompt
+from .grade import trace_correct
 
 # %% auto #0
-__all__ = ['CALL_KEYS', 'NEW_COLUMNS', 'REQUIRED_COLUMNS', 'ModelCall', 'model_calls', 'distill_messages', 'Endpoint',
-           'find_endpoint', 'endpoints', 'cache_file', 'distill', 'stage_config', 'distill_stage', 'run_stage']
+__all__ = ['CALL_KEYS', 'NEW_COLUMNS', 'REQUIRED_COLUMNS', 'TEACHER_ON', 'ALIASES', 'ModelCall', 'model_calls',
+           'distill_messages', 'Endpoint', 'find_endpoint', 'endpoints', 'cache_file', 'solved_by_small',
+           'teacher_questions', 'distill', 'stage_config', 'distill_stage', 'run_stage']
 
 # %% ../nbs/04_distill.ipynb #3236eaad
 CALL_KEYS = {"model", "temperature", "max_tokens", "samples", "seed", "env"}
@@ -129,6 +132,9 @@ def endpoints(calls: list[ModelCall], server: dict | None, parallel: int = 4) ->
 NEW_COLUMNS = {"model": Value("string"), "sample": Value("int32"), "reasoning": Value("string"),
                "attempt": Value("string"), "finish_reason": Value("string"), "completion_tokens": Value("int32")}
 REQUIRED_COLUMNS = ("id", "question", "options", "answer")
+TEACHER_ON = ("failed", "all")
+ALIASES = {"deepseek-reasoner": "DeepSeek's API alias no longer serves DeepSeek-R1 (m1's teacher) and its max_tokens "
+                                "now counts the reasoning: ask deepseek-ai/DeepSeek-R1 on an endpoint that serves it"}
 
 
 def cache_file(cfg: dict, root: str | Path | None = None) -> Path:
@@ -136,8 +142,30 @@ def cache_file(cfg: dict, root: str | Path | None = None) -> Path:
     return Path(cfg["cache"]) if cfg.get("cache") else Path(root or work_dir()) / "cache" / "distill.jsonl"
 
 
+def solved_by_small(rows: list[dict], answers: dict[str, dict[int, list[dict]]], grader: str = "m1",
+                    accept: list[str] | None = None) -> list[bool]:
+    "Per question: does any small model's answer (any sample) count as correct with the filter's grader?"
+    return [any(trace_correct(r["text"] or "", row, grader, accept=accept)
+                for per_q in answers.values() for r in per_q.get(i, [])) for i, row in enumerate(rows)]
+
+
+def teacher_questions(cfg: dict, calls: list[ModelCall]) -> str:
+    "Check `distill.teacher_on` against the rest of the configuration; returns it."
+    on = cfg.get("teacher_on", "all")
+    if on not in TEACHER_ON:
+        raise ValueError(f"distill.teacher_on must be 'failed' (m1: the teacher sees only the questions the small "
+                         f"models fail) or 'all', got {on!r}")
+    if on == "failed" and not any(c.role == "small" for c in calls):
+        raise ValueError("distill.teacher_on is 'failed' but filter.small_models is empty: nothing decides which "
+                         "questions the teacher sees; list the small models or set distill.teacher_on: all")
+    if on == "failed" and cfg.get("keep_easy"):
+        raise ValueError("filter.keep_easy is true, so easy questions keep their teacher traces, but "
+                         "distill.teacher_on 'failed' never asks the teacher about them: set distill.teacher_on: all")
+    return on
+
+
 def distill(ds: Dataset, cfg: dict, root: str | Path | None = None, progress: bool = True) -> tuple[Dataset, dict]:
-    "Ask every teacher and small model every question (resumable); returns (dataset, report)."
+    "Ask the small models every question and the teachers all or only the failed ones (resumable); (dataset, report)."
     if missing := [c for c in REQUIRED_COLUMNS if c not in ds.column_names]:
         raise ValueError(f"distill needs the question schema; the input lacks columns {missing} "
                          f"(it has {ds.column_names}): give it the dedup stage's output")
@@ -146,36 +174,57 @@ def distill(ds: Dataset, cfg: dict, root: str | Path | None = None, progress: bo
     if cfg.get("limit") is not None:
         ds = ds.select(range(min(int(cfg["limit"]), len(ds))))
     calls = model_calls(cfg, cfg.get("small_models"))
+    on = teacher_questions(cfg, calls)
+    grader, accept = cfg.get("grader", "m1"), cfg.get("accept")
+    for c in calls:
+        if c.role == "teacher" and c.model in ALIASES:
+            warnings.warn(f"distill.models.{c.name}: model {c.model!r}: {ALIASES[c.model]}", stacklevel=2)
     rows, cache = ds.to_list(), cache_file(cfg, root)
     msgs = distill_messages(rows)
-    answers, report, t0 = {}, {"questions": len(rows), "cache": str(cache), "models": {}}, time.time()
+    everyone = list(range(len(rows)))
+    answers: dict[str, dict[int, list[dict]]] = {}
+    report, t0 = {"questions": len(rows), "teacher_on": on, "grader": grader, "cache": str(cache), "models": {}}, time.time()
+    small = [c for c in calls if c.role == "small"]
+    order = small + [c for c in calls if c.role == "teacher"] if on == "failed" else calls
+    solved = None
     with endpoints(calls, cfg.get("server"), int(cfg.get("concurrency", 4))) as eps:
-        for call in calls:              # one model at a time: one writer on the cache file
+        for call in order:              # one model at a time: one writer on the cache file
+            if call.role == "teacher" and on == "failed":     # the small models have answered: grade them
+                if solved is None:
+                    solved = solved_by_small(rows, {c.name: answers[c.name] for c in small}, grader, accept)
+                idx = [i for i in everyone if not solved[i]]
+            else:
+                idx = everyone
             ep, seeds = eps[call.name], call.seeds()
             client = ChatClient(ep.base_urls, ep.model, api_key=ep.api_key, cache_path=cache,
                                 concurrency=int(cfg.get("concurrency", 4)), max_retries=int(cfg.get("max_retries", 8)),
                                 timeout=float(cfg.get("timeout", 600)), model_key=ep.model_key, progress=progress)
             t1 = time.time()
             with client:
-                res = client.chat([m for m in msgs for _ in seeds], temperature=call.temperature,
-                                  max_tokens=call.max_tokens, seed=[s for _ in msgs for s in seeds],
-                                  desc=f"distill {call.name}")
-            answers[call.name] = [res[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(rows))]
-            fr = Counter(r["finish_reason"] for r in res)
+                res = client.chat([msgs[i] for i in idx for _ in seeds], temperature=call.temperature,
+                                  max_tokens=call.max_tokens, seed=[s for _ in idx for s in seeds],
+                                  desc=f"distill {call.name}") if idx else []
+            answers[call.name] = {i: res[k * len(seeds):(k + 1) * len(seeds)] for k, i in enumerate(idx)}
             toks = [r["usage"].get("completion_tokens") or 0 for r in res]
             report["models"][call.name] = {
-                "role": call.role, "model": call.model, "endpoint": ep.where, "rows": len(res),
+                "role": call.role, "model": call.model, "endpoint": ep.where, "questions": len(idx), "rows": len(res),
                 "temperature": call.temperature, "max_tokens": call.max_tokens, "samples": call.samples,
                 "sent": client.stats["answered"], "from_cache": client.stats["cache_hits"],
                 "retries": client.stats["retries"],
                 "errors": {k[6:]: v for k, v in client.stats.items() if k.startswith("error_")},
-                "finish_reasons": dict(fr), "mean_completion_tokens": round(sum(toks) / max(1, len(toks)), 1),
+                "finish_reasons": dict(Counter(r["finish_reason"] for r in res)),
+                "mean_completion_tokens": round(sum(toks) / max(1, len(toks)), 1),
                 "empty_answers": sum(not (r["text"] or "").strip() for r in res),
-                "with_reasoning": sum(bool(r["reasoning"]) for r in res), "seconds": round(time.time() - t1, 1)}
+                "with_reasoning": sum(bool(r["reasoning"]) for r in res),
+                "served_as": dict(Counter(str(r.get("model")) for r in res)), "seconds": round(time.time() - t1, 1)}
+    if small and solved is None:    # teacher_on "all": the small models' score, for the report
+        solved = solved_by_small(rows, {c.name: answers[c.name] for c in small}, grader, accept)
+    report["solved_by_small"] = sum(solved) if solved is not None else None
+    report["teacher_questions"] = len(rows) - report["solved_by_small"] if on == "failed" else len(rows)
     out = []
     for i, row in enumerate(rows):
         for call in calls:
-            for s, r in enumerate(answers[call.name][i]):
+            for s, r in enumerate(answers[call.name].get(i, [])):
                 out.append({**row, "model": call.name, "sample": s, "reasoning": r["reasoning"] or "",
                             "attempt": r["text"] or "", "finish_reason": r["finish_reason"],
                             "completion_tokens": r["usage"].get("completion_tokens")})
@@ -185,8 +234,10 @@ def distill(ds: Dataset, cfg: dict, root: str | Path | None = None, progress: bo
 
 
 def stage_config(P) -> dict:
-    "The distill stage's configuration from a profile: its section plus the filter's small models and the server."
-    return {**P.distill, "small_models": list(P.filter.small_models), "server": dict(P.server)}
+    "The distill stage's configuration from a profile: its section plus the filter's small models, grader, accept, keep_easy, and the server."
+    F = P.filter
+    return {**P.distill, "small_models": list(F.small_models), "grader": F.get("grader", "m1"), "accept": F.get("accept"),
+            "keep_easy": bool(F.get("keep_easy", False)), "server": dict(P.server)}
 
 
 def distill_stage(ds: Dataset, cfg: dict) -> Dataset:

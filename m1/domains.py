@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 from pathlib import Path
 from typing import Iterator
@@ -11,17 +12,72 @@ from typing import Iterator
 import pandas as pd
 from datasets import Dataset
 
+from .core import atomic_write, data_dir, repo_root
 from .data import ASSETS, format_question
 
 # %% auto #0
-__all__ = ['RUBRIC_INTRO', 'ASK_CODE', 'RETRY_ASK', 'load_qualifiers', 'rubric', 'classifier_messages', 'retry_messages',
-           'parse_code', 'code_format', 'parse_reply', 'classify_domains', 'classifier_client', 'domains_stage',
-           'domain_table', 'plot_domains']
+__all__ = ['NLM_TSV', 'QUALIFIERS_JSON', 'SYSTEM_PROMPT', 'DOMAIN_KEYS', 'REQUIRED_DOMAIN_KEYS', 'nlm_tsv_path',
+           'qualifiers_from_tsv', 'qualifiers_json', 'write_qualifiers', 'load_qualifiers', 'rubric',
+           'classifier_messages', 'parse_code', 'code_format', 'parse_reply', 'ClassificationFailed',
+           'classify_domains', 'domain_options', 'classifier_client', 'domains_stage', 'domain_table', 'plot_domains']
 
 # %% ../nbs/06_domains.ipynb #8960994c
+NLM_TSV = "mesh_qualifiers_nlm.tsv"
+QUALIFIERS_JSON = ASSETS / "mesh_qualifiers.json"
+
+
+def nlm_tsv_path() -> Path:
+    "Where NLM's qualifier table is expected: `reference/mesh_qualifiers_nlm.tsv` beside the data folder (`M1_DATA`)."
+    base = data_dir(required=False) or repo_root().parent / "shared" / "data"
+    return Path(base).parent / "reference" / NLM_TSV
+
+
+def qualifiers_from_tsv(path: str | Path | None = None) -> list[dict]:
+    "NLM's qualifier table as m1's taxonomy: row i (alphabetical) -> `{code: f'{i:02d}', title: Name, description: Scope Notes}`."
+    path = Path(path or nlm_tsv_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: NLM's MeSH qualifier table is not there; pass its path (notebook "
+                                "parameter `nlm_tsv`, or the `path` argument)")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if missing := [c for c in ("Name", "Scope Notes") if c not in (reader.fieldnames or [])]:
+            raise ValueError(f"{path}: columns {missing} missing (header {reader.fieldnames}); expected NLM's "
+                             "Name, Abbreviation, Short Form, Scope Notes")
+        rows = list(reader)
+    quals = []
+    for line, r in enumerate(rows, 2):
+        name, note = (r.get("Name") or "").strip(), (r.get("Scope Notes") or "").strip()
+        if not name or not note:
+            raise ValueError(f"{path} line {line}: empty Name or Scope Notes")
+        quals.append({"code": f"{len(quals):02d}", "title": name, "description": note})
+    names = [q["title"] for q in quals]
+    if names != sorted(names, key=str.lower) or len(set(names)) != len(names):
+        raise ValueError(f"{path}: the names are not unique and in alphabetical order; m1's codes are the row "
+                         "numbers of the alphabetical table")
+    if len(quals) != 76:
+        raise ValueError(f"{path}: {len(quals)} qualifiers, expected NLM's 76")
+    return quals
+
+
+def qualifiers_json(quals: list[dict]) -> str:
+    "The asset's exact text (deterministic: one byte sequence per taxonomy)."
+    return json.dumps(quals, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_qualifiers(quals: list[dict], path: str | Path | None = None) -> bool:
+    "Write the taxonomy asset atomically when its content differs; True when it wrote."
+    path = Path(path or QUALIFIERS_JSON)
+    text = qualifiers_json(quals)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True
+
+
 def load_qualifiers(path: str | Path | None = None) -> list[dict]:
     "The MeSH qualifiers `[{code, title, description}]`, codes '00'.. in order (checked)."
-    path = Path(path or ASSETS / "mesh_qualifiers.json")
+    path = Path(path or QUALIFIERS_JSON)
     quals = json.loads(path.read_text(encoding="utf-8"))
     for i, q in enumerate(quals):
         if q.get("code") != f"{i:02d}":
@@ -32,27 +88,26 @@ def load_qualifiers(path: str | Path | None = None) -> list[dict]:
     return quals
 
 # %% ../nbs/06_domains.ipynb #603c3c0c
-RUBRIC_INTRO = ("Classify the medical exam question at the end into the one MeSH qualifier (subheading) that "
-                "best describes the aspect of medicine it tests. The qualifiers, with their codes:")
-ASK_CODE = ("Which qualifier fits this question best? You may reason briefly first, then write the qualifier's "
-            "two-digit code (00 to 75) alone on the last line of your reply.")
-RETRY_ASK = "Your reply did not end with a valid code. Reply with the two-digit code (00 to 75) only."
+SYSTEM_PROMPT = (  # m1's classifier system prompt, as its code sends it
+    "You are a helpful assistant that classifies questions into different subjects based on the provided "
+    "classification rubrics. You will be given a question and a list of subjects. You need to classify the "
+    "question into one of the subjects. If the question has multiple subjects, you should classify the question "
+    "into the most relevant subject. Explain your reasoning, and end your response on a new line with two-digit "
+    "code of the subject that the question belongs to.")
 
 
 def rubric(quals: list[dict]) -> str:
-    "m1's rubric: '### {title}\\n* Code: {code}\\n* Description: {description}' per qualifier."
+    "m1's rubric: '### {title}\\n* Code: {code}\\n* Description: {description}' per qualifier, blank-line separated."
     return "\n\n".join(f"### {q['title']}\n* Code: {q['code']}\n* Description: {q['description']}" for q in quals)
 
 
-def classifier_messages(row: dict, quals: list[dict]) -> list[dict]:
-    "The chat messages asking for one question's qualifier code."
-    text = f"{RUBRIC_INTRO}\n\n{rubric(quals)}\n\n## Question\n\n{format_question(row)}\n\n{ASK_CODE}"
-    return [{"role": "user", "content": text}]
-
-
-def retry_messages(messages: list[dict], reply: str | None) -> list[dict]:
-    "The follow-up turn after an unparseable reply."
-    return [*messages, {"role": "assistant", "content": reply or ""}, {"role": "user", "content": RETRY_ASK}]
+def classifier_messages(row: dict, quals: list[dict], rubric_first: bool = False, rubric_text: str | None = None
+                        ) -> list[dict]:
+    "m1's conversation for one question: the system prompt, then the question and the rubric (or rubric first)."
+    r, q = rubric_text if rubric_text is not None else rubric(quals), format_question(row)
+    user = (f"## Classification rubrics\n{r}\n\n## Question\n{q}" if rubric_first else
+            f"## Question\n{q}\n\n## Classification rubrics\n{r}")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 # %% ../nbs/06_domains.ipynb #7562ce44
 def parse_code(text: str | None, codes: set[str] | None = None) -> str | None:
@@ -86,50 +141,84 @@ def parse_reply(text: str | None, codes: set[str], constrained: bool = False) ->
     return code if code in codes else None
 
 # %% ../nbs/06_domains.ipynb #42867e66
-def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_tokens: int | None = 2048,
-                     retries: int = 1, on_fail: str = "unknown", temperature: float | None = 0.0,
-                     constrain: bool = False) -> tuple[Dataset, dict]:
-    "Label each question with a MeSH qualifier code through a `ChatClient`; returns (dataset, statistics)."
+class ClassificationFailed(RuntimeError):
+    "More questions than `domains.max_fail_share` allows still have no valid qualifier code after the re-asks."
+
+
+def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_tokens: int | None = None,
+                     retries: int = 1, on_fail: str = "unknown", temperature: float | None = None,
+                     constrain: bool = False, max_fail_share: float = 0.0, rubric_first: bool = False
+                     ) -> tuple[Dataset, dict]:
+    "Label each question with a MeSH qualifier code through a `ChatClient` (m1's prompt and re-ask); (dataset, statistics)."
     if on_fail not in ("unknown", "drop"):
         raise ValueError(f"domains.on_fail must be 'unknown' or 'drop', got {on_fail!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"domains.retries must be a whole number >= 0 (m1: 1), got {retries!r}")
+    if isinstance(max_fail_share, bool) or not isinstance(max_fail_share, (int, float)) or not 0 <= max_fail_share <= 1:
+        raise ValueError(f"domains.max_fail_share must be a number from 0 to 1 (m1: 0), got {max_fail_share!r}")
     quals = quals or load_qualifiers()
     titles = {q["code"]: q["title"] for q in quals}
     extra = {"response_format": code_format(titles)} if constrain else {}
     parse = lambda t: parse_reply(t, set(titles), constrain)
-    msgs = [classifier_messages(r, quals) for r in ds]
+    rub = rubric(quals)
+    msgs = [classifier_messages(r, quals, rubric_first, rub) for r in ds]
     replies = client.chat(msgs, temperature=temperature, max_tokens=max_tokens, desc="domains", **extra)
     texts = [r["text"] for r in replies]
     codes = [parse(t) for t in texts]
     tries = [1] * len(ds)
     first_fail = sum(c is None for c in codes)
     finish = [r.get("finish_reason") for r in replies]
-    for _ in range(retries):
+    for k in range(1, retries + 1):     # a fresh re-ask: the same conversation, a distinct (seeded) request
         todo = [i for i, c in enumerate(codes) if c is None]
         if not todo:
             break
-        again = client.chat([retry_messages(msgs[i], texts[i]) for i in todo], temperature=temperature,
-                            max_tokens=max_tokens, desc="domains (retry)", **extra)
+        again = client.chat([msgs[i] for i in todo], temperature=temperature, max_tokens=max_tokens, seed=k,
+                            desc=f"domains (re-ask {k})", **extra)
         for i, r in zip(todo, again):
             texts[i], codes[i], tries[i], finish[i] = r["text"], parse(r["text"]), tries[i] + 1, r.get("finish_reason")
+    n = len(ds)
+    ids = list(ds["id"]) if "id" in ds.column_names else [f"row {i}" for i in range(n)]
+    failed_ids = [ids[i] for i, c in enumerate(codes) if c is None]
+    share = len(failed_ids) / n if n else 0.0
+    if share > max_fail_share:
+        raise ClassificationFailed(
+            f"domains: {len(failed_ids)} of {n} questions ({share:.1%}) have no valid qualifier code after "
+            f"{retries} fresh re-ask(s), more than domains.max_fail_share={max_fail_share}; first ids "
+            f"{failed_ids[:5]}; replies are cached, a rerun re-sends nothing: use a stronger classifier, set "
+            "domains.constrain: true, or raise domains.max_fail_share")
     dom = [c if c is not None else "unknown" for c in codes]
     out = ds.add_column("domain", dom).add_column("domain_title", [titles.get(c, "unknown") for c in dom])
     out = out.add_column("domain_reply", [t or "" for t in texts]).add_column("domain_tries", tries)
-    failed = sum(c is None for c in codes)
     if on_fail == "drop":
         out = out.filter(lambda r: r["domain"] != "unknown")
-    n = len(ds)
-    stats = {"questions": n, "parse_fail_first_try": first_fail, "parse_fail_after_retry": failed,
+    stats = {"questions": n, "parse_fail_first_try": first_fail, "parse_fail_after_retry": len(failed_ids),
              "parse_failure_rate_first": round(first_fail / n, 4) if n else 0.0,
-             "parse_failure_rate": round(failed / n, 4) if n else 0.0,
+             "parse_failure_rate": round(share, 4), "failed_ids": failed_ids, "max_fail_share": max_fail_share,
              "retried": sum(t > 1 for t in tries), "dropped": n - len(out), "on_fail": on_fail,
              "truncated_replies": sum(f == "length" for f in finish),
              "distinct_domains": len({d for d in out["domain"] if d != "unknown"}) if len(out) else 0,
-             "constrained": constrain}
+             "constrained": constrain, "rubric_first": rubric_first}
     return out, stats
 
 # %% ../nbs/06_domains.ipynb #4b25a260
+DOMAIN_KEYS = {"classifier", "base_url", "backend", "max_tokens", "temperature", "retries", "max_fail_share",
+               "on_fail", "constrain", "rubric_first"}
+REQUIRED_DOMAIN_KEYS = ("classifier", "retries", "max_fail_share", "on_fail")
+
+
+def domain_options(cfg: dict) -> dict:
+    "`classify_domains` keywords from a profile's `domains` section (unknown keys and missing required keys are errors)."
+    if bad := sorted(set(cfg) - DOMAIN_KEYS):
+        raise ValueError(f"domains: unknown keys {bad}; the section's keys are {sorted(DOMAIN_KEYS)}")
+    if missing := [k for k in REQUIRED_DOMAIN_KEYS if k not in cfg]:
+        raise ValueError(f"domains: keys {missing} missing; set them in the profile (m1: retries 1, max_fail_share 0)")
+    return dict(max_tokens=cfg.get("max_tokens"), temperature=cfg.get("temperature"), retries=cfg["retries"],
+                on_fail=cfg["on_fail"], max_fail_share=cfg["max_fail_share"], constrain=bool(cfg.get("constrain", False)),
+                rubric_first=bool(cfg.get("rubric_first", False)))
+
+
 @contextlib.contextmanager
-def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int = 6144,
+def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int = 8192,
                       concurrency: int = 4) -> Iterator:
     "A cached `ChatClient` for the profile's domain classifier (starting a loopback server when needed)."
     from m1.client import ChatClient, start_server
@@ -149,8 +238,7 @@ def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int 
 
 def domains_stage(ds: Dataset, cfg: dict, client=None) -> Dataset:
     "The pipeline stage: classify with the profile's `domains` section (opening its client unless given one)."
-    kw = dict(max_tokens=cfg.get("max_tokens"), retries=cfg.get("retries", 1), on_fail=cfg.get("on_fail", "unknown"),
-              constrain=cfg.get("constrain", False))
+    kw = domain_options(cfg)
     if client is not None:
         return classify_domains(ds, client, **kw)[0]
     with classifier_client(cfg) as c:

@@ -18,88 +18,136 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .core import (JsonlStore, atomic_write, code_version, load_profile, read_json, stable_hash, work_dir,
-                     write_json)
-from .data import EVAL_SETS, HUB_SETS, LETTERS, load_eval, load_hub
+from .core import (JsonlStore, atomic_write, code_version, load_profile, read_json, redact, stable_hash,
+                     work_dir, write_json)
+from .data import EVAL_SETS, LETTERS
 from .grade import grade
 
 # %% auto #0
-__all__ = ['STORE_FORMAT', 'RESULT_COLUMNS', 'GPQA', 'known_sets', 'check_sets', 'load_suite', 'parse_ints', 'check_grid',
-           'grid_cells', 'StoreConfigError', 'model_fingerprint', 'run_config', 'record_key', 'ResultsStore',
-           'make_record', 'load_results', 'metrics_table', 'results_table', 'to_markdown', 'evaluate', 'default_model',
-           'run_selection', 'chance_report', 'write_reports', 'run_eval', 'eval_parser', 'eval_main', 'compare_table']
+__all__ = ['MODES', 'SCORERS', 'STORE_FORMAT', 'RESULT_COLUMNS', 'GPQA', 'EVAL_BACKENDS', 'known_sets', 'check_sets',
+           'load_suite', 'check_choice', 'check_count', 'parse_ints', 'check_grid', 'grid_cells', 'StoreConfigError',
+           'model_fingerprint', 'run_config', 'question_hash', 'question_keys', 'record_key', 'is_results_store',
+           'ResultsStore', 'score_answer', 'make_record', 'use_scorer', 'rescore', 'load_results', 'metrics_table',
+           'average_label', 'results_table', 'to_markdown', 'evaluate', 'serve_model', 'default_model', 'check_limit',
+           'check_out', 'eval_grid', 'run_selection', 'cell_label', 'chance_report', 'write_reports', 'run_eval',
+           'eval_parser', 'eval_main', 'compare_table']
 
 # %% ../nbs/11_eval.ipynb #74d7ebca
 def known_sets() -> list[str]:
-    "Names accepted by `load_suite`: the local eval files, then the hub sets."
-    return list(EVAL_SETS) + sorted(HUB_SETS)
+    "Set names usable without a path: the local eval files, m1's ten sets, then the hub sets."
+    from m1.data import HUB_SETS, M1_EVAL_SETS
+    return list(dict.fromkeys([*EVAL_SETS, *M1_EVAL_SETS, *sorted(HUB_SETS)]))
 
 
 def check_sets(sets: str | Iterable[str] | None) -> list[str]:
-    "Validate set names (a list or a comma-separated string); unknown names are an error listing the known."
+    "Set names, file paths or hub ids (a list or a comma-separated string) -> a de-duplicated list; none is an error."
     if isinstance(sets, str):
         sets = [s.strip() for s in sets.split(",")]
-    sets = [s for s in (sets or []) if s]
+    if sets is not None and not isinstance(sets, (list, tuple)) and not hasattr(sets, "__iter__"):
+        raise ValueError(f"--sets (data.eval_sets) must be a list of set names or paths, got {sets!r}")
+    sets = [str(s).strip() for s in (sets or []) if str(s).strip()]
     if not sets:
-        raise ValueError(f"no eval sets given; known local sets: {list(EVAL_SETS)}; hub sets: {sorted(HUB_SETS)}")
-    unknown = [s for s in sets if s not in known_sets()]
-    if unknown:
-        raise ValueError(f"unknown eval set(s) {unknown}; known local sets: {list(EVAL_SETS)}; "
-                         f"hub sets (need the Hugging Face hub): {sorted(HUB_SETS)}")
+        raise ValueError(f"no eval sets given: name sets (--sets MedQA_USLME_test,PubMedQA_test) or files "
+                         f"(--sets path/a.jsonl,path/b.json); known names: {known_sets()}")
     return list(dict.fromkeys(sets))
 
 
-def load_suite(sets: str | Iterable[str], limit: int | None = None) -> dict:
-    "Load named eval sets as `{name: Dataset}` (first `limit` rows of each)."
-    return {s: (load_eval(s, limit) if s in EVAL_SETS else load_hub(s, limit)) for s in check_sets(sets)}
+def load_suite(sets: str | Iterable[str], limit: int | None = None, eval_file: str | Path | None = None) -> dict:
+    """Load eval sets (names, file paths, hub ids) as `{name: Dataset}` (first `limit` rows); an empty set is an error.
+    `eval_file`: a local copy of m1's `m1_eval_data.json` (the profile's `data.eval_file`)."""
+    from m1.data import load_eval_suite
+    suite = load_eval_suite(check_sets(sets), limit=limit, eval_file=eval_file)
+    if empty := [n for n, d in suite.items() if len(d) == 0]:
+        raise ValueError(f"eval set {empty[0]!r} has no questions (an empty file?): give a set with at least one "
+                         "question")
+    if not suite:
+        raise ValueError(f"the eval sets {check_sets(sets)} hold no sets")
+    return suite
 
 # %% ../nbs/11_eval.ipynb #37a338ca
+MODES = ("budget", "plain", "cot")
+SCORERS = ("strict", "m1")
+
+
+def check_choice(value, choices: Sequence[str], what: str) -> str:
+    "`value` if it is one of `choices`, else a one-line error naming `what` (a flag / profile key)."
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {'|'.join(choices)}, got {value!r}")
+    return value
+
+
+def check_count(value, what: str, minimum: int = 1, none_ok: bool = False) -> int | None:
+    "An integer >= `minimum` (bool, float and text are refused); the message names `what` (a flag / profile key)."
+    if value is None and none_ok:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def parse_ints(s: str | Iterable | None, what: str = "value") -> list[int] | None:
-    "'32,64' or [32, 64] -> [32, 64]; None stays None; a non-integer is an error naming `what`."
+    "'32,64' or [32, 64] -> [32, 64]; None stays None; a non-integer (or a bare number) is an error naming `what`."
     if s is None:
         return None
+    if not isinstance(s, (str, list, tuple)):
+        raise ValueError(f"{what} must be a list of integers (e.g. [32, 64] or '32,64'), got {s!r}")
     items = [x.strip() for x in s.split(",")] if isinstance(s, str) else list(s)
     out = []
     for x in items:
         if x == "":
             continue
         try:
+            if isinstance(x, bool):
+                raise ValueError
             f = float(x)
             if f != int(f):
                 raise ValueError
             out.append(int(f))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{what} must be integers, got {x!r}") from None
     return out
 
 
 def check_grid(budgets, waits=(0,), wait_budget: int | None = None) -> tuple[list[int], list[int], int | None]:
-    "Validate and normalise (sorted, unique) budgets and Wait counts; the Wait grid needs `wait_budget`."
-    budgets, waits = parse_ints(budgets, "budgets") or [], parse_ints(waits, "waits") or []
-    if not budgets:
-        raise ValueError("no thinking budgets given: give at least one, e.g. --budgets 128,256 or eval.budgets")
+    "Validate and normalise (sorted, unique) budgets and Wait counts; a Wait count > 0 needs `wait_budget`."
+    budgets = parse_ints(budgets, "--budgets (eval.budgets)") or []
+    waits = parse_ints(waits, "--waits (eval.waits)") or [0]
     if bad := [b for b in budgets if b <= 0]:
-        raise ValueError(f"budgets must be positive token counts, got {bad}")
+        raise ValueError(f"--budgets (eval.budgets) must be positive token counts, got {bad}")
     if bad := [w for w in waits if w < 0]:
-        raise ValueError(f"Wait counts must be >= 0, got {bad}")
+        raise ValueError(f"--waits (eval.waits): Wait counts must be >= 0, got {bad}")
     if any(w > 0 for w in waits):
-        if wait_budget is None or int(wait_budget) <= 0:
-            raise ValueError(f"the Wait grid {waits} needs a positive wait_budget (eval.wait_budget), got {wait_budget!r}")
-        wait_budget = int(wait_budget)
+        wait_budget = check_count(wait_budget, f"the Wait grid {waits} needs a positive --wait-budget "
+                                  "(eval.wait_budget); wait_budget")
+    elif not budgets:
+        raise ValueError("no thinking budgets given: give at least one, e.g. --budgets 128,256 or eval.budgets")
     return sorted(set(budgets)), sorted(set(waits)), wait_budget
 
 
-def grid_cells(budgets, waits=(0,), wait_budget: int | None = None) -> list[tuple[int, int, str]]:
-    "The (budget, waits, mode) cells of a run: 'sweep' for the budget grid, 'force' for the Wait grid."
+def grid_cells(budgets, waits=(0,), wait_budget: int | None = None, mode: str = "budget") -> list[tuple[int, int, str]]:
+    """The (budget, waits, cell) cells of a run: 'sweep' for the budget grid, 'force' for the Wait grid (only when
+    a Wait count is > 0); modes plain/cot: one 'direct' cell per max_new_tokens value in `budgets`."""
+    check_choice(mode, MODES, "mode (--mode, eval.mode)")
+    if mode != "budget":
+        toks = parse_ints(budgets, "max_new_tokens") or []
+        if bad := [w for w in (parse_ints(waits, "waits") or [0]) if w != 0]:
+            raise ValueError(f"Waits apply to --mode budget only; mode {mode} got Wait counts {bad}")
+        if not toks or min(toks) <= 0:
+            raise ValueError(f"mode {mode} needs positive max_new_tokens values (--budgets or eval.max_new_tokens), "
+                             f"got {toks}")
+        return [(b, 0, "direct") for b in sorted(set(toks))]
     budgets, waits, wait_budget = check_grid(budgets, waits, wait_budget)
     cells = [(b, 0, "sweep") for b in budgets]
-    for w in waits:
-        if wait_budget is not None and (wait_budget, w) not in {(b, x) for b, x, _ in cells}:
-            cells.append((wait_budget, w, "force"))
+    if any(w > 0 for w in waits):
+        for w in waits:
+            if (wait_budget, w) not in {(b, x) for b, x, _ in cells}:
+                cells.append((wait_budget, w, "force"))
     return cells
 
 # %% ../nbs/11_eval.ipynb #87106dc4
-STORE_FORMAT = 1
+STORE_FORMAT = 2
 
 
 class StoreConfigError(ValueError):
@@ -125,70 +173,128 @@ def model_fingerprint(model: str | os.PathLike | None) -> str | None:
 
 
 def run_config(model: str, backend: str = "transformers", answer_tokens: int = 1024, seed: int = 42,
-               match: str = "last", instruction: str = "suffix", fingerprint: str | None = None,
-               min_thinking: int = 0) -> dict:
-    "The configuration a results store is keyed by (everything but the grid)."
+               instruction: str = "suffix", fingerprint: str | None = None, min_thinking: int = 0,
+               wait_spacing: str = "m1") -> dict:
+    "The configuration a results store is keyed by (everything that changes a generated answer but the grid)."
     from m1.core import ANSWER_FORCED, ANSWER_START, THINK_START, WAIT
     return {"format": STORE_FORMAT, "model": str(model), "model_fingerprint": fingerprint, "backend": backend,
             "answer_tokens": int(answer_tokens), "min_thinking": int(min_thinking), "seed": int(seed),
-            "match": match, "instruction": instruction, "decoding": "greedy",
+            "instruction": instruction, "wait_spacing": wait_spacing, "decoding": "greedy",
             "think": [THINK_START, ANSWER_START, ANSWER_FORCED, WAIT]}
 
 
-def record_key(config_hash: str, set_name: str, row: int, budget: int, waits: int) -> str:
-    "The store key of one answer."
-    return stable_hash([config_hash, set_name, int(row), int(budget), int(waits)])
+def question_hash(row: dict) -> str:
+    "A hash of a question's exact text and options: the content a stored answer was generated for."
+    return stable_hash([row["question"], list(row["options"])])
+
+
+def question_keys(ds) -> list[tuple[str, str, int]]:
+    "(question id, content hash, copy) per row: copy counts earlier rows with the same question and options."
+    seen: dict[str, int] = {}
+    out = []
+    for r in ds:
+        h = question_hash(r)
+        out.append((r["id"], h, seen.get(h, 0)))
+        seen[h] = seen.get(h, 0) + 1
+    return out
+
+
+def record_key(config_hash: str, set_name: str, qkey: tuple, budget: int, waits: int, mode: str = "budget") -> str:
+    "The store key of one answer: configuration, set, question content (id, hash, copy), budget, Waits, mode."
+    qid, qhash, copy = qkey
+    copy = copy if isinstance(copy, str) else int(copy)
+    return stable_hash([config_hash, set_name, qid, qhash, copy, int(budget), int(waits), mode])
+
+
+_HEADER_START = '{"kind": "header"'
 
 
 def _first_line(path: Path) -> str | None:
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a results store: give --out a folder that is not used otherwise")
     if not path.exists() or path.stat().st_size == 0:
         return None
-    with open(path, encoding="utf-8") as f:
-        return f.readline()
+    with open(path, "rb") as f:
+        line = f.readline()
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "\x00"                                    # not text: certainly not a store of ours
+
+
+def _header(line: str | None) -> dict | None:
+    "The header record if `line` is one of ours, else None."
+    try:
+        head = json.loads(line) if line else None
+    except json.JSONDecodeError:
+        return None
+    return head if isinstance(head, dict) and head.get("kind") == "header" and "config_hash" in head else None
+
+
+def is_results_store(path: str | Path) -> bool:
+    "Whether `path` is a results store written by this module (its first line is a store header)."
+    path = Path(path)
+    return path.is_file() and _header(_first_line(path)) is not None
 
 
 class ResultsStore:
-    "An append-only results file for one configuration (header line first; see above)."
+    """An append-only results file for one configuration (header line first; see above). `create=False` only
+    checks and reads: nothing is written, moved or created (what a run does before it loads a model)."""
 
-    def __init__(self, path: str | Path, config: dict, force_new: bool = False):
+    def __init__(self, path: str | Path, config: dict, force_new: bool = False, create: bool = True):
         self.path, self.config, self.hash = Path(path), dict(config), stable_hash(config)
-        self.store, self.moved_to = JsonlStore(self.path, key="key"), None
-        self._open(force_new)
+        self.moved_to, self.usable = None, False
+        self._open(force_new, create)
+        self.store = JsonlStore(self.path, key="key") if self.usable else None
 
-    def _open(self, force_new: bool) -> None:
+    def _problem(self, line: str) -> str | None:
+        "Why the existing file cannot be used (None: it is this configuration's store)."
+        head = _header(line)
+        if head is None:
+            return f"{self.path} is not an m1 results store (its first line is not a store header); it is left as it is"
+        old = head.get("config", {})
+        if old.get("format", 1) != STORE_FORMAT:
+            return (f"the results store {self.path} has the older format {old.get('format', 1)} (answers keyed by "
+                    f"row number, which cannot tell a changed question), so it is not reused")
+        if head["config_hash"] != self.hash:
+            diff = {k: (old.get(k), self.config.get(k)) for k in sorted(set(old) | set(self.config))
+                    if old.get(k) != self.config.get(k)}
+            return (f"the results store {self.path} was written under another configuration "
+                    f"(hash {head['config_hash']}, this run {self.hash}); differences (stored, this run): {diff}")
+        return None
+
+    def _open(self, force_new: bool, create: bool) -> None:
         line = _first_line(self.path)
-        if line is not None and not line.endswith("\n"):      # killed while writing the header: nothing stored
-            self.path.write_bytes(b"")
+        if line is not None and not line.endswith("\n") and (line.startswith(_HEADER_START) or
+                                                              _HEADER_START.startswith(line)):
+            if create:
+                self.path.write_bytes(b"")                # our header, torn by a kill: nothing was stored
             line = None
         if line is not None:
-            try:
-                head = json.loads(line)
-            except json.JSONDecodeError:
-                head = {}
-            if head.get("kind") != "header":
-                problem = f"{self.path} is not an m1 results store (its first line is not a store header)"
-            elif head.get("config_hash") != self.hash:
-                old = head.get("config", {})
-                diff = {k: (old.get(k), self.config.get(k)) for k in sorted(set(old) | set(self.config))
-                        if old.get(k) != self.config.get(k)}
-                problem = (f"the results store {self.path} was written under another configuration "
-                           f"(hash {head.get('config_hash')}, this run {self.hash}); differences (stored, this run): "
-                           f"{diff}")
-            else:
+            problem = self._problem(line)
+            if problem is None:
+                self.usable = True
                 return
             if not force_new:
                 raise StoreConfigError(f"{problem}. Use a new results path (--out DIR) or pass force_new=True "
-                                       "(--force-new) to move the old store aside and start a new one; "
+                                       "(--force-new) to move the old file aside and start a new store; "
                                        "nothing stored is deleted.")
-            old_hash = head.get("config_hash", "unknown") if isinstance(head, dict) else "unknown"
-            self.moved_to = self.path.with_name(f"{self.path.stem}.{old_hash}.{time.strftime('%Y%m%d-%H%M%S')}"
+        if not create:
+            return
+        if line is not None:
+            tag = (_header(line) or {}).get("config_hash", "foreign")
+            self.moved_to = self.path.with_name(f"{self.path.stem}.{tag}.{time.strftime('%Y%m%d-%H%M%S')}"
                                                 f"{self.path.suffix}")
             os.replace(self.path, self.moved_to)
-        self.store.append({"kind": "header", "key": "header", "config_hash": self.hash, "config": self.config,
-                           "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        JsonlStore(self.path, key="key").append(
+            {"kind": "header", "key": "header", "config_hash": self.hash, "config": self.config,
+             "code_version": code_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.usable = True
 
     def records(self) -> list[dict]:
-        "The result records of this configuration."
+        "The result records of this configuration (none when the file is not yet this configuration's store)."
+        if self.store is None:
+            return []
         return [r for r in self.store.read() if r.get("kind") == "result" and r.get("config") == self.hash]
 
     def done_keys(self) -> set:
@@ -215,31 +321,81 @@ class ResultsStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/11_eval.ipynb #f11cc145
-RESULT_COLUMNS = ["key", "config", "set", "qid", "row", "model", "budget", "waits", "seed", "mode",
-                  "thinking_tokens", "answer_tokens", "waits_used", "stopped", "answer_stop", "answer_text", "pred",
-                  "gold", "correct", "method", "n_options", "thinking"]
+RESULT_COLUMNS = ["key", "config", "set", "qid", "qhash", "copy", "row", "model", "mode", "cell", "budget", "waits",
+                  "seed", "thinking_tokens", "answer_tokens", "waits_used", "stopped", "answer_stop", "continuation",
+                  "newline_added", "head_tokens", "total_tokens",
+                  "answer_text", "gold", "n_options", "match", "pred_strict", "correct_strict", "method_strict",
+                  "pred_m1", "correct_m1", "method_m1", "options", "thinking"]
 
 
 def _get(res, name, default=None):
     return res.get(name, default) if isinstance(res, dict) else getattr(res, name, default)
 
 
+def score_answer(text: str, options: Sequence[str], gold: str, match: str = "last") -> dict:
+    "Score one answer text with both scorers: {pred_strict, correct_strict, method_strict, pred_m1, ...}."
+    row, out = {"options": list(options), "answer": gold}, {}
+    for s in SCORERS:
+        g = grade(text or "", row, match=match, scorer=s) if s == "strict" else grade(text or "", row, scorer=s)
+        out |= {f"pred_{s}": g["pred"], f"correct_{s}": bool(g["correct"]), f"method_{s}": g["method"]}
+    return out
+
+
 def make_record(res, row: dict, *, set_name: str, row_idx: int, budget: int, waits: int, config: dict,
-                config_hash: str, mode: str, keep_thinking: bool = True) -> dict:
-    "Grade one budget-forcing result against its question and build its store record."
+                config_hash: str, mode: str = "budget", keep_thinking: bool = True, copy: int | None = None,
+                cell: str | None = None, match: str = "last") -> dict:
+    """Score one result (budget forcing or a direct answer) against its question and build its store record.
+    `copy`: which copy of an identical question this row is (see `question_keys`); without it the row index
+    keeps copies apart."""
     answer = _get(res, "answer") or ""
-    g = grade(answer, row, match=config.get("match", "last"))
-    return {"kind": "result", "key": record_key(config_hash, set_name, row_idx, budget, waits),
-            "config": config_hash, "set": set_name, "qid": row["id"], "row": int(row_idx),
-            "model": config["model"], "budget": int(budget), "waits": int(waits), "seed": config["seed"],
-            "mode": mode, "thinking_tokens": int(_get(res, "thinking_tokens", 0)),
-            "answer_tokens": int(_get(res, "answer_tokens", 0)), "waits_used": int(_get(res, "waits_used", 0)),
-            "stopped": _get(res, "stopped"), "answer_stop": _get(res, "answer_stop"), "answer_text": answer, "pred": g["pred"], "gold": row["answer"],
-            "correct": bool(g["correct"]), "method": g["method"], "n_options": len(row["options"]),
-            "thinking": (_get(res, "thinking") or "") if keep_thinking else None}
+    qkey = (row["id"], question_hash(row), copy if copy is not None else f"row {int(row_idx)}")
+    return {"kind": "result", "key": record_key(config_hash, set_name, qkey, budget, waits, mode),
+            "config": config_hash, "set": set_name, "qid": row["id"], "qhash": qkey[1], "copy": qkey[2],
+            "row": int(row_idx), "model": config["model"], "mode": mode, "cell": cell, "budget": int(budget),
+            "waits": int(waits), "seed": config["seed"], "thinking_tokens": int(_get(res, "thinking_tokens", 0) or 0),
+            "answer_tokens": int(_get(res, "answer_tokens", 0) or 0), "waits_used": int(_get(res, "waits_used", 0) or 0),
+            "stopped": _get(res, "stopped"), "answer_stop": _get(res, "answer_stop"),
+            "continuation": _get(res, "continuation"), "newline_added": _get(res, "newline_added"),
+            "head_tokens": _get(res, "head_tokens"), "total_tokens": _get(res, "total_tokens"),
+            "answer_text": answer, "gold": row["answer"],
+            "n_options": len(row["options"]), "match": match, **score_answer(answer, row["options"], row["answer"], match),
+            "options": list(row["options"]), "thinking": (_get(res, "thinking") or "") if keep_thinking else None}
 
 # %% ../nbs/11_eval.ipynb #f4245856
-def load_results(path: str | Path, with_thinking: bool = False) -> pd.DataFrame:
+def use_scorer(df: pd.DataFrame, scorer: str) -> pd.DataFrame:
+    "`df` with `pred`, `correct`, `method` taken from `scorer`'s columns (`attrs['scorer']` says which)."
+    check_choice(scorer, SCORERS, "scorer (--scorer, eval.scorer)")
+    if df[f"correct_{scorer}"].isna().any():
+        raise ValueError(f"some answers have no {scorer!r} scores (a store of the older format holds strict scores "
+                         "only): use scorer='strict', or rescore(df) when the records keep their options")
+    out = df.assign(pred=df[f"pred_{scorer}"].astype(object).where(df[f"pred_{scorer}"].notna(), None),
+                    correct=df[f"correct_{scorer}"].astype(bool), method=df[f"method_{scorer}"])
+    out.attrs = {**df.attrs, "scorer": scorer}
+    return out
+
+
+def rescore(df: pd.DataFrame, match: str | None = None) -> pd.DataFrame:
+    "Score every stored answer text again with both scorers (against the `gold` and `options` columns)."
+    df = df.copy()
+    rows = [score_answer(t, o, g, match or m) for t, o, g, m in zip(df["answer_text"], df["options"], df["gold"],
+                                                                      df["match"].fillna("last"))]
+    for col in [f"{p}_{s}" for s in SCORERS for p in ("pred", "correct", "method")]:
+        df[col] = [r[col] for r in rows]
+    if match:
+        df["match"] = match
+    return use_scorer(df, df.attrs.get("scorer", "strict"))
+
+
+def _default_scorer(path: Path) -> str:
+    man = path.parent / "manifest.json"
+    try:
+        s = read_json(man).get("scorer") if man.exists() else None
+    except (ValueError, OSError, AttributeError):
+        s = None
+    return s if s in SCORERS else "strict"
+
+
+def load_results(path: str | Path, with_thinking: bool = False, scorer: str | None = None) -> pd.DataFrame:
     "The answers of a results store as a DataFrame (one row per answer; thinking text only if asked)."
     path = Path(path)
     if not path.exists():
@@ -247,20 +403,27 @@ def load_results(path: str | Path, with_thinking: bool = False) -> pd.DataFrame:
     recs = JsonlStore(path).read()
     head = recs[0] if recs and recs[0].get("kind") == "header" else {}
     rows = [r for r in recs if r.get("kind") == "result" and (not head or r.get("config") == head["config_hash"])]
+    if head.get("config", {}).get("format", 1) == 1:           # row-number store: strict scores under pred/correct
+        rows = [{**r, "cell": r.get("mode"), "mode": "budget", "pred_strict": r.get("pred"),
+                 "correct_strict": r.get("correct"), "method_strict": r.get("method")} for r in rows]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS).drop_duplicates("key", keep="first")
     if not with_thinking:
         df = df.drop(columns=["thinking"])
     df = df.astype({"row": int, "budget": int, "waits": int, "thinking_tokens": int, "answer_tokens": int,
-                    "waits_used": int, "n_options": int, "correct": bool}).reset_index(drop=True)
-    df["pred"] = df["pred"].astype(object).where(df["pred"].notna(), None)
+                    "waits_used": int, "n_options": int, "correct_strict": bool}).reset_index(drop=True)
+    for s in SCORERS:
+        df[f"pred_{s}"] = df[f"pred_{s}"].astype(object).where(df[f"pred_{s}"].notna(), None)
     df.attrs["config"] = head.get("config", {})
     df.attrs["config_hash"] = head.get("config_hash")
-    return df
+    return use_scorer(df, scorer or _default_scorer(path))
 
 # %% ../nbs/11_eval.ipynb #f611a3e0
 def _set_order(names) -> list[str]:
-    known = [s for s in known_sets() if s in set(names)]
-    return known + sorted(set(names) - set(known))
+    from m1.data import M1_EVAL_SETS
+    order = list(dict.fromkeys([*M1_EVAL_SETS, *known_sets()]))
+    names = list(dict.fromkeys(names))
+    known = [s for s in order if s in names]
+    return known + [s for s in names if s not in known]           # other sets in the order they came
 
 
 def _boot(values: np.ndarray, clusters: np.ndarray, n_boot: int, rng) -> np.ndarray:
@@ -276,12 +439,20 @@ def _set_rng(seed: int, name: str):
     return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
 
 
-def metrics_table(df: pd.DataFrame, by: Sequence[str] = ("model", "budget", "waits"), n_boot: int = 1000,
-                  seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
-    "Per-set and Average accuracy with bootstrap intervals and chance, for every group of `by` (long form)."
+def metrics_table(df: pd.DataFrame, by: Sequence[str] = ("model", "mode", "budget", "waits"), n_boot: int = 1000,
+                  seed: int = 0, ci: float = 0.95, scorer: str | None = None) -> pd.DataFrame:
+    """Per-set and Average accuracy with bootstrap intervals and chance, for every group of `by` (long form).
+    `scorer`: score with 'strict' or 'm1' (default: the one `df` was loaded with)."""
     by = [b for b in by if b != "set"]
     if bad := [b for b in by if b not in df.columns]:
         raise ValueError(f"cannot group by {bad}: columns are {list(df.columns)}")
+    if "mode" in df.columns and "mode" not in by and df["mode"].nunique() > 1:
+        raise ValueError(f"the answers hold several modes {sorted(df['mode'].unique())}: group by 'mode' or pick one")
+    if scorer is not None:
+        df = use_scorer(df, scorer)
+    scorer = df.attrs.get("scorer")
+    readable = df["pred_strict"] if "pred_strict" in df.columns else df["pred"]
+    df = df.assign(_read=readable.notna().to_numpy())
     q = [(1 - ci) / 2, 1 - (1 - ci) / 2]
     out = []
     for keys, g in (df.groupby(by, sort=True) if by else [((), df)]):
@@ -298,11 +469,11 @@ def metrics_table(df: pd.DataFrame, by: Sequence[str] = ("model", "budget", "wai
             lo, hi = np.quantile(d, q)
             mlo, mhi = np.quantile(dm, q)
             draws.append(d)
+            read = s["_read"].to_numpy(bool)
             rows.append({**base, "set": name, "n": len(s), "n_questions": len(per_q), "acc": corr.mean(),
                          "lo": lo, "hi": hi, "acc_qmean": per_q.mean(), "acc_qmaj": maj.mean(),
                          "qmaj_lo": mlo, "qmaj_hi": mhi, "chance": (1 / s["n_options"]).mean(),
-                         "answered": s["pred"].notna().mean(),
-                         "acc_answered": s.loc[s["pred"].notna(), "correct"].mean() if s["pred"].notna().any() else np.nan,
+                         "answered": read.mean(), "acc_answered": corr[read].mean() if read.any() else np.nan,
                          "thinking_tokens": s["thinking_tokens"].mean(), "n_sets": 1})
         avg = np.mean(draws, axis=0)
         lo, hi = np.quantile(avg, q)
@@ -317,7 +488,9 @@ def metrics_table(df: pd.DataFrame, by: Sequence[str] = ("model", "budget", "wai
         out += rows
     cols = [*by, "set", "n", "n_questions", "n_sets", "acc", "lo", "hi", "chance", "answered", "acc_answered", "acc_qmean",
             "acc_qmaj", "qmaj_lo", "qmaj_hi", "thinking_tokens"]
-    return pd.DataFrame(out, columns=cols)
+    res = pd.DataFrame(out, columns=cols)
+    res.insert(len(by), "scorer", scorer)
+    return res
 
 # %% ../nbs/11_eval.ipynb #c92689ba
 GPQA = "GPQA_Medical_test"
@@ -331,21 +504,34 @@ def _cell(acc, lo, hi, digits=1) -> str:
     return f"{100 * acc:.{digits}f} ± {100 * (hi - lo) / 2:.{digits}f}"
 
 
+def _only(m: pd.DataFrame, col: str, value, what: str) -> pd.DataFrame:
+    "Rows of one `col` value (the given one, or the only one present)."
+    if col not in m.columns:
+        return m
+    values = list(dict.fromkeys(m[col].dropna()))
+    if value is None and len(values) > 1:
+        raise ValueError(f"the metrics hold several {what}s {values}: pick one with {col}=...")
+    return m[m[col] == (value if value is not None else values[0])] if values else m
+
+
+def average_label(n_sets) -> str:
+    "The Average row's label, saying how many sets it averages."
+    n = sorted({int(x) for x in np.atleast_1d(n_sets)})
+    return f"Average ({n[0]} set{'s' if n[0] != 1 else ''})" if len(n) == 1 else f"Average ({n[0]}–{n[-1]} sets)"
+
+
 def results_table(metrics: pd.DataFrame, columns: str = "budget", at: int | None = None, model: str | None = None,
-                  gpqa_majority: bool = True, digits: int = 1, value: str = "acc") -> pd.DataFrame:
-    """Wide table: rows = sets (+ Average), columns = budgets (at 0 Waits) or Wait counts (at budget `at`,
-    default the budget with the most Wait counts); cells 'acc ± CI' in %, plus a chance column.
+                  gpqa_majority: bool = True, digits: int = 1, value: str = "acc", mode: str | None = None,
+                  scorer: str | None = None) -> pd.DataFrame:
+    """Wide table: rows = sets (+ Average, with its number of sets), columns = budgets (at 0 Waits) or Wait counts
+    (at budget `at`, default the budget with the most Wait counts); cells 'acc ± CI' in %, plus a chance column.
     `value="answered"` tabulates the share of answers that could be read instead (no interval)."""
     if columns not in ("budget", "waits"):
         raise ValueError(f"columns must be 'budget' or 'waits', got {columns!r}")
     if value not in ("acc", "answered"):
         raise ValueError(f"value must be 'acc' or 'answered', got {value!r}")
-    m = metrics
-    if "model" in m.columns:
-        models = m["model"].unique()
-        if model is None and len(models) > 1:
-            raise ValueError(f"the metrics hold several models {list(models)}: pick one with model=...")
-        m = m[m["model"] == (model or models[0])]
+    m = _only(_only(_only(metrics, "model", model, "model"), "mode", mode, "mode"), "scorer", scorer, "scorer")
+    mode = m["mode"].iloc[0] if "mode" in m.columns and len(m) else "budget"
     if columns == "budget":
         m = m[m["waits"] == 0]
     else:
@@ -359,19 +545,22 @@ def results_table(metrics: pd.DataFrame, columns: str = "budget", at: int | None
         ms = m[m["set"] == s].set_index(columns)
         if ms.empty:
             continue
+        label = average_label(ms["n_sets"]) if s == "Average" else s
         if value == "answered":
-            table[s] = {c: (_cell(ms.loc[c, "answered"], np.nan, np.nan, digits) if c in ms.index else "") for c in cols}
-            continue
-        table[s] = {c: (_cell(*ms.loc[c, ["acc", "lo", "hi"]], digits) if c in ms.index else "") for c in cols}
-        table[s]["chance"] = f"{100 * ms['chance'].iloc[0]:.{digits}f}"
-        if s == GPQA and gpqa_majority and (ms["n"] > ms["n_questions"]).any():
-            label = f"{GPQA} (per-question majority of copies)"
-            table[label] = {c: (_cell(*ms.loc[c, ["acc_qmaj", "qmaj_lo", "qmaj_hi"]], digits) if c in ms.index else "")
+            table[label] = {c: (_cell(ms.loc[c, "answered"], np.nan, np.nan, digits) if c in ms.index else "")
                             for c in cols}
-            table[label]["chance"] = ""
+            continue
+        table[label] = {c: (_cell(*ms.loc[c, ["acc", "lo", "hi"]], digits) if c in ms.index else "") for c in cols}
+        table[label]["chance"] = f"{100 * ms['chance'].iloc[0]:.{digits}f}"
+        if s == GPQA and gpqa_majority and (ms["n"] > ms["n_questions"]).any():
+            maj = f"{GPQA} (per-question majority of copies)"
+            table[maj] = {c: (_cell(*ms.loc[c, ["acc_qmaj", "qmaj_lo", "qmaj_hi"]], digits) if c in ms.index else "")
+                          for c in cols}
+            table[maj]["chance"] = ""
     out = pd.DataFrame.from_dict(table, orient="index")
     out.index.name = "set"
-    out.columns = [f"{columns} {c}" if c != "chance" else "chance" for c in out.columns]
+    name = (lambda c: f"{columns} {c}") if mode == "budget" else (lambda c: f"{mode} {c} tokens")
+    out.columns = [name(c) if c != "chance" else "chance" for c in out.columns]
     return out
 
 
@@ -386,59 +575,80 @@ def to_markdown(df: pd.DataFrame, index: bool = True) -> str:
 # %% ../nbs/11_eval.ipynb #f8ef1437
 def evaluate(backend, suite: dict, budgets, waits=(0,), wait_budget: int | None = None, *, store: ResultsStore,
              answer_tokens: int | None = None, batch_size: int = 16, keep_thinking: bool = True,
-             progress: bool = True) -> dict:
-    "Answer every (row, budget, Waits) of `suite` missing from `store`; returns counts and timing."
+             progress: bool = True, mode: str = "budget", match: str = "last") -> dict:
+    "Answer every (question, budget, Waits) of `suite` in `mode` missing from `store`; returns counts and timing."
     from tqdm.auto import tqdm
-    from m1.budget import budget_force, budget_sweep
-    cells = grid_cells(budgets, waits, wait_budget)
+    cells = grid_cells(budgets, waits, wait_budget, mode)
     cfg, h = store.config, store.hash
     answer_tokens = cfg["answer_tokens"] if answer_tokens is None else answer_tokens
     if answer_tokens != cfg["answer_tokens"]:
         raise ValueError(f"answer_tokens {answer_tokens} differs from the store's configuration {cfg['answer_tokens']}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_count(batch_size, "--batch-size (eval.batch_size)")
+    spacing = cfg.get("wait_spacing", "m1")
+    qkeys = {n: question_keys(ds) for n, ds in suite.items()}
+    key = lambda n, i, b, w: record_key(h, n, qkeys[n][i], b, w, mode)
     done = store.done_keys()
     total = sum(len(ds) for ds in suite.values()) * len(cells)
     todo = [(n, i, b, w) for n, ds in suite.items() for i in range(len(ds)) for b, w, _ in cells
-            if record_key(h, n, i, b, w) not in done]
+            if key(n, i, b, w) not in done]
     t0, written = time.time(), 0
-    bar = tqdm(total=total, initial=total - len(todo), desc=f"eval {cfg['model'][-40:]}", unit="answer",
+    bar = tqdm(total=total, initial=total - len(todo), desc=f"eval {mode} {cfg['model'][-40:]}", unit="answer",
                disable=not progress)
-    sweep_b = [b for b, w, mode in cells if mode == "sweep"]
-    forced = [(b, w) for b, w, mode in cells if mode == "force"]
 
-    def emit(results, rows, idx, name, b, w, mode):
+    def emit(results, rows, idx, name, b, w, cell):
         return [make_record(res, r, set_name=name, row_idx=i, budget=b, waits=w, config=cfg, config_hash=h,
-                            mode=mode, keep_thinking=keep_thinking)
-                for res, r, i in zip(results, rows, idx) if record_key(h, name, i, b, w) not in done]
+                            mode=mode, keep_thinking=keep_thinking, copy=qkeys[name][i][2], cell=cell, match=match)
+                for res, r, i in zip(results, rows, idx) if key(name, i, b, w) not in done]
+
+    def save(recs):
+        nonlocal written, done
+        written += store.append(recs)
+        done |= {r["key"] for r in recs}
+        bar.update(len(recs))
 
     with store.lock():
         for name, ds in suite.items():
             for start in range(0, len(ds), batch_size):
                 idx = list(range(start, min(start + batch_size, len(ds))))
-                missing = lambda b, w: any(record_key(h, name, i, b, w) not in done for i in idx)
-                need_b = [b for b in sweep_b if missing(b, 0)]
-                need_w = [(b, w) for b, w in forced if missing(b, w)]
-                if not need_b and not need_w:
+                need = [(b, w, c) for b, w, c in cells if any(key(name, i, b, w) not in done for i in idx)]
+                if not need:
                     continue
                 rows = [ds[i] for i in idx]
-                if need_b:
+                if mode != "budget":
+                    from m1.budget import direct
+                    for b, w, c in need:
+                        save(emit(direct(backend, rows, b, cot=mode == "cot", seed=cfg["seed"]), rows, idx, name, b, 0, c))
+                    continue
+                from m1.budget import budget_force, budget_sweep
+                if need_b := [b for b, w, c in need if c == "sweep"]:
                     out = budget_sweep(backend, rows, need_b, answer_tokens=answer_tokens, shared_prefix=True,
-                                       seed=cfg["seed"], min_thinking=cfg["min_thinking"])
-                    recs = [rec for b in need_b for rec in emit(out[b], rows, idx, name, b, 0, "sweep")]
-                    written += store.append(recs)
-                    done |= {r["key"] for r in recs}
-                    bar.update(len(recs))
-                for b, w in need_w:
-                    out = budget_force(backend, rows, b, waits=w, answer_tokens=answer_tokens, seed=cfg["seed"],
-                                       min_thinking=cfg["min_thinking"])
-                    recs = emit(out, rows, idx, name, b, w, "force")
-                    written += store.append(recs)
-                    done |= {r["key"] for r in recs}
-                    bar.update(len(recs))
+                                       seed=cfg["seed"], min_thinking=cfg["min_thinking"], wait_spacing=spacing)
+                    save([rec for b in need_b for rec in emit(out[b], rows, idx, name, b, 0, "sweep")])
+                for b, w, c in need:
+                    if c == "force":
+                        out = budget_force(backend, rows, b, waits=w, answer_tokens=answer_tokens, seed=cfg["seed"],
+                                           min_thinking=cfg["min_thinking"], wait_spacing=spacing)
+                        save(emit(out, rows, idx, name, b, w, "force"))
     bar.close()
     return {"cells": len(cells), "answers": total, "written": written, "already": total - len(todo),
             "seconds": round(time.time() - t0, 1)}
+
+# %% ../nbs/11_eval.ipynb #12d2339f
+EVAL_BACKENDS = ("transformers", "server")
+
+
+def serve_model(P, model: str, ctx: int, log=print):
+    "A loopback server of the profile's `server.backend` for `model`, sized for `ctx` tokens per request."
+    S = P.server
+    kind = S.get("backend")
+    if kind not in ("xllamacpp", "transformers"):
+        raise ValueError(f"eval.backend server with server.backend {kind!r} and no server.base_urls: give the URL of a "
+                         "server you started with the model (server.base_urls or --base-url), or set server.backend "
+                         "to xllamacpp or transformers to start one on loopback")
+    from m1.client import start_server       # llama.cpp gets a model folder as a GGUF written once (cached)
+    log(f"starting a {kind} server for {model} ...")
+    return start_server(str(model), backend=kind, threads=S.get("threads"), parallel=int(S.get("parallel") or 1), ctx=ctx,
+                        prompt_cache=bool(S.get("prompt_cache")), timeout=S.get("startup_timeout", 300))
 
 # %% ../nbs/11_eval.ipynb #dd819ebc
 def default_model(P) -> str:
@@ -447,12 +657,81 @@ def default_model(P) -> str:
     return str(sft) if (sft / "config.json").exists() else P.model
 
 
-def run_selection(df: pd.DataFrame, sizes: dict, cells) -> pd.DataFrame:
-    "The answers of one run's suite (`{set: n rows}`) and grid cells, out of a store's DataFrame."
-    cell_set = {(b, w) for b, w, *_ in cells}
-    keep = df["set"].map(sizes).fillna(-1).astype(int) > df["row"]
-    keep &= np.array([(b, w) in cell_set for b, w in zip(df["budget"], df["waits"])], dtype=bool)
-    return df[keep].reset_index(drop=True)
+def check_limit(limit) -> int | None:
+    "Questions per set: a positive integer, or None / 'all' for every question."
+    if limit is None or limit == "all":
+        return None
+    if isinstance(limit, str) and limit.strip().lstrip("-").isdigit():
+        limit = int(limit)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"--limit (data.eval_limit) must be a positive number of questions per set or 'all', "
+                         f"got {limit!r}")
+    return int(limit)
+
+
+def check_out(out: Path) -> None:
+    "Refuse an output folder holding result files that `m1 eval` did not write (they would be overwritten)."
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the results")
+    if is_results_store(out / "results.jsonl"):
+        return
+    if clash := [f for f in ("results.csv", "results.md", "manifest.json") if (out / f).exists()]:
+        raise ValueError(f"{out / clash[0]} exists but {out} holds no m1 results store: m1 eval does not overwrite "
+                         "files it did not write; use another --out")
+
+
+def eval_grid(E, mode: str, budgets=None, waits=None, wait_budget=None, replace_grid: bool = False):
+    """(budgets, waits, wait_budget, cells) of a run. `replace_grid`: the given pieces are the whole grid (command-
+    line flags); else a piece left as None comes from the profile's `eval:` section."""
+    given_waits = parse_ints(waits, "--waits (eval.waits)")
+    if mode != "budget":
+        if wait_budget is not None:
+            raise ValueError(f"--wait-budget applies to --mode budget only (mode {mode} has no thinking)")
+        toks = budgets if budgets is not None else E.get("max_new_tokens", 2048)
+        toks = parse_ints([toks] if isinstance(toks, (int, np.integer)) and not isinstance(toks, bool) else toks,
+                          "--budgets / eval.max_new_tokens (max new tokens of modes plain and cot)")
+        return toks, [0], None, grid_cells(toks, given_waits or [0], None, mode)
+    if replace_grid:
+        if wait_budget is not None and not any(w > 0 for w in given_waits or []):
+            raise ValueError(f"--wait-budget {wait_budget} needs --waits with a count above 0 (e.g. --waits 0,1,2): "
+                             "command-line flags replace the profile's grid entirely")
+        b, w, wb = budgets or [], given_waits or [0], wait_budget
+    else:
+        b = E.budgets if budgets is None else budgets
+        w = E.waits if waits is None else given_waits
+        wb = E.get("wait_budget") if wait_budget is None else wait_budget
+    b, w, wb = check_grid(b, w, wb)
+    return b, w, wb, grid_cells(b, w, wb, mode)
+
+
+def run_selection(df: pd.DataFrame, suite: dict, cells, mode: str = "budget", config_hash: str | None = None,
+                  match: str = "last") -> pd.DataFrame:
+    """The answers of one run, out of a store's DataFrame: its suite's questions (by content key), grid cells and
+    mode. Answers whose gold letter (or match rule) changed since they were stored are re-scored from their text."""
+    h = config_hash or df.attrs.get("config_hash")
+    want = {}
+    for n, ds in suite.items():
+        for i, (qk, gold) in enumerate(zip(question_keys(ds), ds["answer"])):
+            for b, w, _ in cells:
+                want[record_key(h, n, qk, b, w, mode)] = (i, gold)
+    sel = df[df["key"].isin(want)].copy()
+    sel.attrs = dict(df.attrs)
+    sel["row"] = [want[k][0] for k in sel["key"]]
+    gold = [want[k][1] for k in sel["key"]]
+    stale = (sel["gold"].to_numpy() != np.array(gold, dtype=object)) | (sel["match"].fillna("last") != match).to_numpy()
+    sel["gold"] = gold
+    if stale.any():
+        fixed = rescore(sel[stale], match)
+        sel.loc[stale, fixed.columns] = fixed
+    sel.attrs["rescored"] = int(stale.sum())
+    order = {n: k for k, n in enumerate(suite)}
+    sel = sel.sort_values(["set", "row", "budget", "waits"], key=lambda c: c.map(order) if c.name == "set" else c)
+    return use_scorer(sel.reset_index(drop=True), df.attrs.get("scorer", "strict"))
+
+
+def cell_label(mode: str, budget: int, waits: int) -> str:
+    "A grid cell in words."
+    return f"budget {budget}, {waits} Waits" if mode == "budget" else f"{mode}, up to {budget} new tokens"
 
 
 def chance_report(metrics: pd.DataFrame) -> list[str]:
@@ -461,33 +740,57 @@ def chance_report(metrics: pd.DataFrame) -> list[str]:
     for _, r in metrics.iterrows():
         verdict = ("above chance" if r["lo"] > r["chance"] else "below chance" if r["hi"] < r["chance"]
                    else "consistent with chance")
-        lines.append(f"{r['set']} @ budget {r['budget']}, {r['waits']} Waits: {100 * r['acc']:.1f}% "
+        name = average_label(r["n_sets"]) if r["set"] == "Average" else r["set"]
+        lines.append(f"{name} @ {cell_label(r.get('mode', 'budget'), r['budget'], r['waits'])}: {100 * r['acc']:.1f}% "
                      f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}] vs chance {100 * r['chance']:.1f}% -> {verdict} "
-                     f"(an answer was read from {100 * r['answered']:.0f}%; accuracy on those "
+                     f"(the strict scorer read an answer from {100 * r['answered']:.0f}%; accuracy on those "
                      + ("n/a)" if pd.isna(r["acc_answered"]) else f"{100 * r['acc_answered']:.1f}%)"))
     return lines
 
 
-def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes: Sequence[str] = ()) -> dict:
-    "Write results.csv (long form) and results.md (budget and Wait tables) atomically."
+def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes: Sequence[str] = (),
+                  other: pd.DataFrame | None = None) -> dict:
+    """Write results.csv (long form, `metrics` and the `other` scorer's) and results.md (the tables of `metrics`'
+    mode and scorer, and the Average under the other scorer) atomically."""
     out = Path(out)
     with atomic_write(out / "results.csv") as f:
-        metrics.to_csv(f, index=False)
+        pd.concat([metrics, other]).to_csv(f, index=False) if other is not None else metrics.to_csv(f, index=False)
+    mode = metrics["mode"].iloc[0] if "mode" in metrics.columns and len(metrics) else "budget"
+    scorer = metrics["scorer"].iloc[0] if "scorer" in metrics.columns and len(metrics) else None
+    avg = metrics[metrics["set"] == "Average"]
+    sets = [s for s in _set_order(metrics["set"].unique()) if s != "Average"]
     parts = [f"# {title or 'Evaluation results'}", "",
-             "Accuracy in % ± half-width of the 95% bootstrap interval (questions resampled; exact bounds in "
-             "results.csv). Average = unweighted mean over the sets. Chance = mean of 1/(number of options). "
-             f"{GPQA} scores all rows (each question appears 5 times with shuffled options), as published; "
-             "the extra row is the per-question majority over its copies.", ""]
-    parts += ["## Accuracy by thinking budget (0 Waits)", "", to_markdown(results_table(metrics, "budget")), ""]
-    waits = (metrics["waits"] > 0).any()
-    if waits:
-        at = int(metrics[metrics["waits"] > 0]["budget"].iloc[0])
-        parts += [f"## Accuracy by number of Waits (budget {at})", "",
-                  to_markdown(results_table(metrics, "waits", at=at)), ""]
-    parts += ["## Share of answers from which an option could be read (%)", "",
-              to_markdown(results_table(metrics, "budget", value="answered")), ""]
-    if waits:
-        parts += [to_markdown(results_table(metrics, "waits", at=at, value="answered")), ""]
+             f"Mode `{mode}`" + (f", scorer `{scorer}`" if scorer else "") + ". Accuracy in % ± half-width of the "
+             "95% bootstrap interval (questions resampled; exact bounds in results.csv). "
+             f"{average_label(avg['n_sets']) if len(avg) else 'Average'} = unweighted mean over the sets that ran "
+             f"({', '.join(sets)}). Chance = mean of 1/(number of options)."
+             + (f" {GPQA} scores all rows (each question appears 5 times), as published; the extra row is the "
+                "per-question majority over its copies." if GPQA in sets else ""), ""]
+    zero = (metrics["waits"] == 0).any()
+    if mode == "budget":
+        if zero:
+            parts += ["## Accuracy by thinking budget (0 Waits)", "", to_markdown(results_table(metrics, "budget")), ""]
+        waits = (metrics["waits"] > 0).any()
+        if waits:
+            at = int(metrics[metrics["waits"] > 0]["budget"].iloc[0])
+            parts += [f"## Accuracy by number of Waits (budget {at})", "",
+                      to_markdown(results_table(metrics, "waits", at=at)), ""]
+        parts += ["## Share of answers from which the strict scorer could read an option (%)", ""]
+        parts += [to_markdown(results_table(metrics, "budget", value="answered")), ""] if zero else []
+        parts += [to_markdown(results_table(metrics, "waits", at=at, value="answered")), ""] if waits else []
+    else:
+        what = "with m1's step-by-step suffix" if mode == "cot" else "plainly"
+        parts += [f"## Accuracy, mode {mode} (the chat prompt answered {what}, no thinking budget)", "",
+                  to_markdown(results_table(metrics, "budget")), "",
+                  "## Share of answers from which the strict scorer could read an option (%)", "",
+                  to_markdown(results_table(metrics, "budget", value="answered")), ""]
+    if other is not None and len(other):
+        oa = other[other["set"] == "Average"].sort_values(["budget", "waits"])
+        parts += [f"## The same answers under the `{other['scorer'].iloc[0]}` scorer: {average_label(oa['n_sets'])}",
+                  "", to_markdown(pd.DataFrame({"cell": [cell_label(mode, b, w) for b, w in zip(oa["budget"], oa["waits"])],
+                                                "accuracy": [_cell(a, l, h) for a, l, h in zip(oa["acc"], oa["lo"], oa["hi"])],
+                                                "chance": [f"{100 * c:.1f}" for c in oa["chance"]]}), index=False),
+                  "", "(per set: results.csv)", ""]
     parts += [*notes]
     with atomic_write(out / "results.md") as f:
         f.write("\n".join(parts).rstrip() + "\n")
@@ -495,96 +798,183 @@ def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes
 
 
 def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | None = None, sets=None, budgets=None,
-             waits=None, limit: int | None = None, out: str | Path | None = None, force_new: bool = False,
+             waits=None, limit: int | str | None = None, out: str | Path | None = None, force_new: bool = False,
              wait_budget: int | None = None, answer_tokens: int | None = None, batch_size: int | None = None,
-             min_thinking: int | None = None, backend=None, progress: bool = True, log=print) -> dict:
-    "The eval stage: check inputs, open the store, run the grid, write store, tables and manifest."
+             min_thinking: int | None = None, mode: str | None = None, scorer: str | None = None,
+             replace_grid: bool = False, backend=None, progress: bool = True, log=print) -> dict:
+    """The eval stage: check every input, open the store, run the grid, write store, tables and manifest.
+    The model answers in process (`eval.backend: transformers`) or through an OpenAI-compatible server
+    (`base_url`; else with `eval.backend: server` the profile's `server.base_urls`, or a loopback server that
+    `serve_model` starts for the run and stops after it)."""
     P = profile if isinstance(profile, dict) else load_profile(profile)
     E = P.eval
+    mode = check_choice(E.get("mode", "budget") if mode is None else mode, MODES, "--mode (eval.mode)")
+    scorer = check_choice(E.get("scorer", "strict") if scorer is None else scorer, SCORERS, "--scorer (eval.scorer)")
+    match = check_choice(E.get("match", "last"), ("last", "first"), "eval.match")
     model = str(model or default_model(P))
-    sets = check_sets(sets or P.data.eval_sets)
-    budgets, waits, wait_budget = check_grid(E.budgets if budgets is None else budgets,
-                                             E.waits if waits is None else waits, wait_budget or E.wait_budget)
-    cells = grid_cells(budgets, waits, wait_budget)
-    limit = P.data.eval_limit if limit is None else (limit or None)
-    answer_tokens = int(answer_tokens or E.answer_tokens)
-    batch_size = int(batch_size or E.batch_size)
+    specs = check_sets(sets or P.data.eval_sets)
+    budgets, waits, wait_budget, cells = eval_grid(E, mode, budgets, waits, wait_budget, replace_grid)
+    limit = check_limit(P.data.eval_limit if limit is None else limit)
+    answer_tokens = check_count(E.answer_tokens if answer_tokens is None else answer_tokens,
+                                "--answer-tokens (eval.answer_tokens)")
+    batch_size = check_count(E.batch_size if batch_size is None else batch_size, "--batch-size (eval.batch_size)")
+    min_thinking = check_count(E.get("min_thinking", 0) if min_thinking is None else min_thinking,
+                               "--min-thinking (eval.min_thinking)", minimum=0)
+    n_boot = check_count(E.get("bootstrap", 1000), "eval.bootstrap")
+    from m1.budget import WAIT_SPACINGS
+    spacing = check_choice(E.get("wait_spacing", "m1"), WAIT_SPACINGS, "eval.wait_spacing")
     out = Path(out) if out else work_dir() / "eval"
-    kind = "openai" if base_url else "transformers"
+    check_out(out)
+    suite = load_suite(specs, limit, P.data.get("eval_file"))   # a bad or empty set stops here: nothing written yet
+    how = check_choice(E.get("backend", "transformers"), EVAL_BACKENDS, "eval.backend")
+    if not base_url and how == "server" and P.server.get("base_urls"):
+        base_url = list(P.server.base_urls) if len(P.server.base_urls) > 1 else P.server.base_urls[0]
+    local_server = how == "server" and not base_url             # started below, only when there is work
+    kind = "openai" if base_url or local_server else "transformers"
     fingerprint = None
     if not base_url:
         from m1.models import resolve_model
         fingerprint = model_fingerprint(resolve_model(model))
-    min_thinking = int(E.get("min_thinking", 0) if min_thinking is None else min_thinking)
-    cfg = run_config(model, kind, answer_tokens, P.seed, E.get("match", "last"), "suffix", fingerprint, min_thinking)
-    store = ResultsStore(out / "results.jsonl", cfg, force_new=force_new)
-    if store.moved_to:
-        log(f"moved the store of the previous configuration to {store.moved_to}")
-    suite = load_suite(sets, limit)
-    done = store.done_keys()
-    pending = sum(record_key(store.hash, n, i, b, w) not in done for n, d in suite.items() for i in range(len(d))
-                  for b, w, _ in cells)
+    cfg = run_config(model, kind, answer_tokens, P.seed, "suffix", fingerprint, min_thinking, spacing)
+    probe = ResultsStore(out / "results.jsonl", cfg, force_new=force_new, create=False)   # checks, writes nothing
+    done = probe.done_keys()
+    pending = sum(record_key(probe.hash, n, qk, b, w, mode) not in done for n, d in suite.items()
+                  for qk in question_keys(d) for b, w, _ in cells)
+    stack = contextlib.ExitStack()
     if backend is None and pending:            # a finished run only re-tabulates: no model is loaded
         from m1.budget import make_backend
-        backend = (make_backend(base_url, kind="openai", model=model) if base_url else
-                   make_backend(model, kind="transformers", batch_size=batch_size))
+        if local_server:
+            srv = stack.enter_context(serve_model(P, model, max(budgets) + answer_tokens + 2048, log))
+            backend = make_backend(srv.base_url, kind="openai", model=srv.model, tokenizer=model)
+        else:
+            backend = (make_backend(base_url, kind="openai", model=model) if base_url else
+                       make_backend(model, kind="transformers", batch_size=batch_size))
+    store = ResultsStore(out / "results.jsonl", cfg, force_new=force_new)      # the first write of the run
+    notes = []
+    if store.moved_to:
+        log(f"moved the file that was at {store.path} to {store.moved_to} (nothing deleted)")
+        notes.append(f"The file previously at `{store.path.name}` was moved to `{store.moved_to.name}`.")
+    if mode != "budget" and not replace_grid and any(w > 0 for w in E.get("waits") or []):
+        notes.append(f"Mode {mode} has no thinking: the profile's Wait grid (eval.waits) applies to mode budget only.")
     t0 = time.time()
-    summary = evaluate(backend, suite, budgets, waits, wait_budget, store=store, answer_tokens=answer_tokens,
-                       batch_size=batch_size, keep_thinking=E.get("keep_thinking", True), progress=progress)
-    df = run_selection(load_results(store.path), {n: len(d) for n, d in suite.items()}, cells)
-    metrics = metrics_table(df, n_boot=E.get("bootstrap", 1000), seed=P.seed)
+    with stack:                                # a server started for the run stops when it is done
+        summary = evaluate(backend, suite, budgets, waits, wait_budget, store=store, answer_tokens=answer_tokens,
+                           batch_size=batch_size, keep_thinking=E.get("keep_thinking", True), progress=progress,
+                           mode=mode, match=match)
+    allres = load_results(store.path, scorer=scorer)
+    df = run_selection(allres, suite, cells, mode, store.hash, match)
+    if df.attrs["rescored"]:
+        notes.append(f"{df.attrs['rescored']} stored answers were re-scored against a changed gold letter.")
+    metrics = metrics_table(df, n_boot=n_boot, seed=P.seed)
+    other = metrics_table(df, n_boot=n_boot, seed=P.seed, scorer=[s for s in SCORERS if s != scorer][0])
     avg = metrics[metrics["set"] == "Average"]
-    notes = ["## Against chance", "", *[f"- {x}" for x in chance_report(avg)], "",
-             f"Model `{model}` ({kind}); store `{store.path.name}`, configuration {store.hash}; "
-             f"{len(df)} answers over {len(suite)} sets."]
-    files = write_reports(metrics, out, f"m1 eval — {Path(model).name} — profile {P.name}", notes)
-    manifest = {"stage": "eval", "profile": P.name, "config": cfg, "config_hash": store.hash,
+    conts = sorted({c for c in df["continuation"].dropna()})
+    notes += ["## Against chance", "", *[f"- {x}" for x in chance_report(avg)], "",
+              f"Model `{model}` ({kind}{'; continuation: ' + ', '.join(conts) if conts else ''}); mode `{mode}`, "
+              f"scorer `{scorer}`; store `{store.path.name}`, configuration {store.hash}; {len(df)} answers over "
+              f"{len(suite)} sets."]
+    files = write_reports(metrics, out, f"m1 eval — {Path(model).name} — mode {mode} — profile {P.name}", notes, other)
+    manifest = {"stage": "eval", "profile": P.name, "config": cfg, "config_hash": store.hash, "mode": mode,
+                "scorer": scorer, "match": match,
                 "grid": {"budgets": budgets, "waits": waits, "wait_budget": wait_budget,
                          "cells": [list(c) for c in cells]},
-                "sets": {n: len(d) for n, d in suite.items()}, "limit": limit, "batch_size": batch_size,
-                "answers": len(df), "run": summary, "seconds": round(time.time() - t0, 1),
-                "average": {f"{r.budget}/{r.waits}": {"acc": r.acc, "lo": r.lo, "hi": r.hi, "chance": r.chance}
-                            for r in avg.itertuples()},
+                "sets": {n: len(d) for n, d in suite.items()}, "n_sets": len(suite), "limit": limit,
+                "batch_size": batch_size, "answers": len(df), "run": summary, "seconds": round(time.time() - t0, 1),
+                "average": {f"{r.budget}/{r.waits}": {"acc": r.acc, "lo": r.lo, "hi": r.hi, "chance": r.chance,
+                                                      "n_sets": int(r.n_sets)} for r in avg.itertuples()},
+                "average_other_scorer": {f"{r.budget}/{r.waits}": {"scorer": r.scorer, "acc": r.acc}
+                                         for r in other[other["set"] == "Average"].itertuples()},
+                "continuation": conts, "rescored": df.attrs["rescored"],
                 "files": {"store": str(store.path), **files}, "code_version": code_version(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(out / "manifest.json", manifest)
-    return {"store": store.path, "results": df, "metrics": metrics, "manifest": manifest, "out": out}
+    return {"store": store.path, "results": df, "metrics": metrics, "metrics_other": other, "manifest": manifest,
+            "out": out}
 
 # %% ../nbs/11_eval.ipynb #874d096f
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is one line `m1 eval: error: ...` and exit status 2."
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _limit_arg(s: str):
+    if s.strip().lower() == "all":
+        return "all"
+    try:
+        return check_limit(s.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("--limit (data.eval_limit) ", "")) from None
+
+
 def eval_parser(prog: str = "m1 eval") -> argparse.ArgumentParser:
     "Arguments of `m1 eval`."
-    ap = argparse.ArgumentParser(prog=prog, description="Evaluate a model on the m1 eval suite over thinking "
-                                 "budgets and Wait counts (resumable; tables in OUT/results.md and .csv).")
+    ap = _Parser(prog=prog, description="Evaluate a model on eval sets in a mode (budget forcing over thinking "
+                 "budgets and Wait counts, or m1's plain / CoT baselines); resumable; tables in OUT/results.md and .csv.")
     ap.add_argument("--model", default=None, help="registry name, model folder or hub id (server: the served "
                     "model name); default: work_dir()/sft/model if present, else the profile's model")
     ap.add_argument("--profile", default="tiny", help="tiny | paper | a YAML path (default tiny)")
-    ap.add_argument("--sets", default=None, help=f"comma-separated set names (default: the profile's); known: "
-                    f"{','.join(known_sets())}")
-    ap.add_argument("--budgets", default=None, help="comma-separated thinking budgets (default: the profile's)")
-    ap.add_argument("--waits", default=None, help="comma-separated Wait counts (default: the profile's)")
+    ap.add_argument("--sets", default=None, help="comma-separated set names, eval files (.json/.jsonl/.csv; the set "
+                    "is named by the file stem) or hub dataset ids (default: the profile's data.eval_sets)")
+    ap.add_argument("--mode", default=None, choices=MODES, help="budget: think/answer budget forcing; plain / cot: "
+                    "m1's baselines (chat prompt, plain or 'Let's think step by step', up to --budgets new tokens); "
+                    "default: the profile's eval.mode")
+    ap.add_argument("--scorer", default=None, choices=SCORERS, help="strict (the project's) or m1 (m1's own, as in "
+                    "Table 1); changes only the scoring, never regenerates (default: the profile's eval.scorer)")
+    ap.add_argument("--budgets", default=None, help="comma-separated thinking budgets (modes plain/cot: max new "
+                    "tokens); any grid flag replaces the profile's grid entirely")
+    ap.add_argument("--waits", default=None, help="comma-separated Wait counts (mode budget; default: the profile's)")
     ap.add_argument("--wait-budget", type=int, default=None, help="budget of the Wait grid (default: the profile's)")
-    ap.add_argument("--limit", type=int, default=None, help="questions per set (0 = all; default: the profile's)")
+    ap.add_argument("--limit", type=_limit_arg, default=None, help="questions per set: a positive number or 'all' "
+                    "(default: the profile's data.eval_limit)")
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible server (vLLM/SGLang), e.g. http://127.0.0.1:8000/v1")
     ap.add_argument("--out", default=None, help="output folder (default: work_dir()/eval)")
     ap.add_argument("--answer-tokens", type=int, default=None, help="answer tokens after thinking (default: the profile's)")
     ap.add_argument("--batch-size", type=int, default=None, help="questions per batch (default: the profile's)")
     ap.add_argument("--min-thinking", type=int, default=None, help="minimum thinking tokens (vLLM min_tokens; "
                     "default: the profile's; m1 uses 0)")
-    ap.add_argument("--force-new", action="store_true", help="move a store of another configuration aside and start anew")
+    ap.add_argument("--force-new", action="store_true", help="move a store of another configuration (or another "
+                    "tool's results.jsonl) aside and start anew; nothing is deleted")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error (also M1_DEBUG=1)")
     return ap
+
+
+def _check_flags(a) -> None:
+    "Refuse flag values that can never be right, naming the flag (before the profile is read)."
+    for flag in ("wait_budget", "answer_tokens", "batch_size"):
+        if getattr(a, flag) is not None:
+            check_count(getattr(a, flag), f"--{flag.replace('_', '-')}")
+    if a.min_thinking is not None:
+        check_count(a.min_thinking, "--min-thinking", minimum=0)
+    if a.sets is not None and not a.sets.strip(", "):
+        raise ValueError("--sets is empty: give set names or eval files, e.g. --sets MedQA_USLME_test,path/a.jsonl")
+    if a.budgets is not None and not parse_ints(a.budgets, "--budgets"):
+        raise ValueError("--budgets is empty: give at least one budget, e.g. --budgets 128,256")
+    if a.waits is not None and not parse_ints(a.waits, "--waits"):
+        raise ValueError("--waits is empty: give Wait counts, e.g. --waits 0,1,2")
 
 
 def eval_main(argv: list[str] | None = None) -> int:
     "`m1 eval`: run the eval stage from the command line; 0 on success, 2 on bad input."
     a = eval_parser().parse_args(argv)
+    debug = a.debug or os.environ.get("M1_DEBUG", "") not in ("", "0")
     try:
+        _check_flags(a)
+        grid = any(x is not None for x in (a.budgets, a.waits, a.wait_budget))
         r = run_eval(a.profile, model=a.model, base_url=a.base_url, sets=a.sets,
-                     budgets=parse_ints(a.budgets, "budgets"), waits=parse_ints(a.waits, "waits"), limit=a.limit,
+                     budgets=parse_ints(a.budgets, "--budgets"), waits=parse_ints(a.waits, "--waits"),
+                     limit=a.limit,
                      out=a.out, force_new=a.force_new, wait_budget=a.wait_budget, answer_tokens=a.answer_tokens,
-                     batch_size=a.batch_size, min_thinking=a.min_thinking, progress=not a.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"m1 eval: error: {e}", file=sys.stderr)
+                     batch_size=a.batch_size, min_thinking=a.min_thinking, mode=a.mode, scorer=a.scorer,
+                     replace_grid=grid, progress=not a.no_progress)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        if debug:
+            raise
+        msg = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        print(f"m1 eval: error: {redact(msg)}", file=sys.stderr)
         return 2
     print(Path(r["out"], "results.md").read_text())
     print(f"wrote {r['store']} ({len(r['results'])} answers) and {r['out']}/results.md, results.csv, manifest.json")
@@ -592,18 +982,25 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 # %% ../nbs/11_eval.ipynb #bdd522d5
 def compare_table(runs: dict, digits: int = 1) -> pd.DataFrame:
-    "Average accuracy (± CI) and answered share of several runs' `metrics_table`s per (budget, Waits), with chance."
-    avgs = {name: m[m["set"] == "Average"].set_index(["budget", "waits"]) for name, m in runs.items()}
+    """Average accuracy (± CI) and answered share of several runs' `metrics_table`s per (mode, budget, Waits),
+    with chance; the row label names the mode and the Average says how many sets it covers."""
+    def avg(m):
+        m = m[m["set"] == "Average"]
+        return m.assign(mode=m["mode"] if "mode" in m.columns else "budget").set_index(["mode", "budget", "waits"])
+    avgs = {name: avg(m) for name, m in runs.items()}
     cells = sorted({c for a in avgs.values() for c in a.index})
     rows = {}
-    for b, w in cells:
+    for c in cells:
         row = {}
         for name, a in avgs.items():
-            hit = a.loc[(b, w)] if (b, w) in a.index else None
+            hit = a.loc[c] if c in a.index else None
             row[name] = "" if hit is None else _cell(hit["acc"], hit["lo"], hit["hi"], digits)
             row[f"{name} answered"] = "" if hit is None else f"{100 * hit['answered']:.0f}"
-        row["chance"] = next(f"{100 * a.loc[(b, w), 'chance']:.{digits}f}" for a in avgs.values() if (b, w) in a.index)
-        rows[f"{b} / {w}"] = row
+        first = next(a.loc[c] for a in avgs.values() if c in a.index)
+        row["chance"] = f"{100 * first['chance']:.{digits}f}"
+        row["sets"] = int(first["n_sets"])
+        mode, b, w = c
+        rows[f"{b} / {w}" if mode == "budget" else f"{mode} {b} tokens"] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "budget / Waits"
     return out

@@ -122,9 +122,14 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
     from datasets import load_from_disk
     work, written = Path(work), {}
     res = work / "eval" / "results.jsonl"
+    df = None
     if res.exists():
         from m1.evaluate import load_results, metrics_table, results_table
         df = load_results(res)
+        if "mode" in df.columns and (df["mode"] != "budget").any():   # plain / CoT baselines: no budget axis
+            log(f"{(df['mode'] != 'budget').sum()} plain/CoT answers in {res}: the curves use the budget-forcing ones")
+            df = df[df["mode"] == "budget"]
+    if df is not None and len(df):
         metrics = metrics_table(df, by=("budget", "waits"))
         model = run_label(df.attrs.get("config", {}).get("model", "model"))
         if (metrics["waits"] == 0).any():
@@ -142,13 +147,14 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
         if base.exists():
             from m1.evaluate import compare_table
             bdf = load_results(base)
+            bdf = bdf[bdf["mode"] == "budget"] if "mode" in bdf.columns else bdf
             bname = run_label(bdf.attrs.get("config", {}).get("model", "base"))
             bm = metrics_table(bdf, by=("budget", "waits"))
             written["before_after"] = save_table(compare_table({f"base ({bname})": bm, f"tuned ({model})": metrics})
                                                  .reset_index(), "before_after", out,
                                                  "Average accuracy (%) before and after SFT, answered share, chance")
     else:
-        log(f"no eval results at {res}: budget and Wait curves skipped")
+        log(f"no budget-forcing results at {res}: budget and Wait curves skipped")
     sc = stage_counts(work)
     if len(sc):
         written["stage_counts"] = save_table(sc, "stage_counts", out, "Rows after each curation stage")

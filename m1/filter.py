@@ -10,28 +10,33 @@ import pandas as pd
 from datasets import Dataset
 
 from .core import stage_done, stage_manifest
-from .grade import grade
+from .grade import GRADERS, trace_grade
 
 # %% auto #0
 __all__ = ['grade_row', 'grade_attempts', 'filter_questions', 'filter_stage', 'upstream_counts', 'curation_table']
 
 # %% ../nbs/05_filter.ipynb #c91e11f7
-def grade_row(row: dict, accept: list[str] | None = None, field: str = "attempt") -> dict:
-    "Grade one distilled row's answer text: {'pred', 'correct', 'grade_method'}; malformed text is wrong."
-    text = row.get(field)
-    if not isinstance(text, str) or not text.strip():
-        return {"pred": None, "correct": False, "grade_method": "empty"}
-    g = grade(text, row)
-    ok = g["correct"] and (accept is None or g["method"] in accept)
-    return {"pred": g["pred"], "correct": bool(ok), "grade_method": g["method"]}
+def grade_row(row: dict, accept: list[str] | None = None, field: str = "attempt", grader: str = "strict") -> dict:
+    "Grade one distilled row's answer text: {'pred', 'correct', 'grade_method', 'grader'}; malformed text is wrong."
+    g = trace_grade(row.get(field), row, grader, accept)
+    return {"pred": g["pred"], "correct": bool(g["correct"]), "grade_method": g["method"], "grader": grader}
 
 
-def grade_attempts(ds: Dataset, accept: list[str] | None = None) -> Dataset:
-    "Add `pred`, `correct` and `grade_method` columns (grading `attempt` against each row's gold answer)."
+def _check_grader(grader: str, accept: list[str] | None) -> None:
+    if grader not in GRADERS:
+        raise ValueError(f"filter.grader must be one of {list(GRADERS)}, got {grader!r}")
+    if grader == "m1" and accept is not None:
+        raise ValueError(f"filter.accept = {accept!r} applies to filter.grader 'strict' only (m1's grader has no "
+                         "methods to choose from): set filter.accept to null")
+
+
+def grade_attempts(ds: Dataset, accept: list[str] | None = None, grader: str = "strict") -> Dataset:
+    "Add `pred`, `correct`, `grade_method` and `grader` columns (grading `attempt` against each row's gold answer)."
+    _check_grader(grader, accept)
     missing = {"attempt", "options", "answer", "model", "id"} - set(ds.column_names)
     if missing:
         raise ValueError(f"the distill dataset lacks columns {sorted(missing)}; it has {ds.column_names}")
-    return ds.map(lambda r: grade_row(r, accept), desc="grading")
+    return ds.map(lambda r: grade_row(r, accept, grader=grader), desc="grading")
 
 # %% ../nbs/05_filter.ipynb #67c17cee
 def _pick(rows: list[dict], pick: str) -> dict:
@@ -43,15 +48,25 @@ def _pick(rows: list[dict], pick: str) -> dict:
 
 
 def filter_questions(ds: Dataset, small_models: list[str], teacher: str, accept: list[str] | None = None,
-                     keep_easy: bool = False, pick: str = "first") -> tuple[Dataset, dict]:
+                     keep_easy: bool = False, pick: str = "first", grader: str = "strict") -> tuple[Dataset, dict]:
     """m1's filter over distilled rows (question x model): drop questions any small model answers correctly,
-    keep questions the teacher answers correctly, one teacher row each. Returns (dataset, statistics)."""
+    keep questions the teacher answers correctly, one teacher row each, all graded with `grader` ('m1' or
+    'strict', see `grade_attempts`). Rows already graded must have been graded with `grader`.
+    Returns (dataset, statistics)."""
     if isinstance(small_models, str):
         small_models = [small_models]
     if teacher in small_models:
         raise ValueError(f"filter.teacher {teacher!r} is also in filter.small_models: every question it answers "
                          "correctly would count as easy and nothing could be kept")
-    g = ds if "correct" in ds.column_names else grade_attempts(ds, accept)
+    _check_grader(grader, accept)
+    if "correct" not in ds.column_names:
+        g = grade_attempts(ds, accept, grader)
+    else:
+        used = sorted(set(ds["grader"])) if "grader" in ds.column_names else ["(not recorded)"]
+        if len(ds) and used != [grader]:
+            raise ValueError(f"the rows were graded with grader {used} but filter.grader is {grader!r}: drop the "
+                             "`correct` column to regrade them, or set filter.grader to match")
+        g = ds if accept is None else ds.map(lambda r: {"correct": r["correct"] and r["grade_method"] in accept})
     models = sorted(set(g["model"]))
     for name, opt in [*[(m, "filter.small_models") for m in small_models], (teacher, "filter.teacher")]:
         if name not in models:
@@ -83,6 +98,7 @@ def filter_questions(ds: Dataset, small_models: list[str], teacher: str, accept:
             kept.append(out)
     trows = [r for r in recs if r["model"] == teacher]
     stats = {
+        "grader": grader,
         "questions": len(questions),
         "accuracy": {m: round(sum(r["correct"] for r in recs if r["model"] == m) /
                               max(1, sum(r["model"] == m for r in recs)), 4) for m in models},
@@ -108,7 +124,7 @@ def filter_questions(ds: Dataset, small_models: list[str], teacher: str, accept:
 
 def filter_stage(ds: Dataset, cfg: dict) -> Dataset:
     "The pipeline stage: `filter_questions` with the profile's `filter` section."
-    keys = ("small_models", "teacher", "accept", "keep_easy", "pick")
+    keys = ("small_models", "teacher", "accept", "keep_easy", "pick", "grader")
     return filter_questions(ds, **{k: cfg[k] for k in keys if k in cfg})[0]
 
 # %% ../nbs/05_filter.ipynb #87302731

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from .data import LETTERS, answer_text
 
 # %% auto #0
-__all__ = ['find_boxed', 'clean_boxed', 'letter_of', 'Extraction', 'extract_answer', 'grade']
+__all__ = ['SCORERS', 'GRADERS', 'find_boxed', 'clean_boxed', 'letter_of', 'Extraction', 'extract_answer', 'grade', 'm1_extract',
+           'm1_option_map', 'huatuo_choice', 'm1_score', 'm1_trace_verdict', 'trace_grade', 'trace_correct']
 
 # %% ../nbs/01b_grade.ipynb #01916a5a
 def find_boxed(text: str, which: str = "last") -> str | None:
@@ -114,8 +115,143 @@ def extract_answer(text: str, options: list[str], match: str = "last", fuzzy_cut
             return Extraction(LETTERS[[o.lower() for o in options].index(close[0])], "fuzzy")
     return Extraction(None, "none")
 
+# %% ../nbs/01b_grade.ipynb #fc89f3d3
+SCORERS = ("strict", "m1")
 
-def grade(text: str, row: dict, match: str = "last", fuzzy_cutoff: float = 0.6) -> dict:
-    "Grade one output against a schema row: {'pred': letter|None, 'correct': bool, 'method': str}."
+
+def grade(text: str, row: dict, match: str = "last", fuzzy_cutoff: float = 0.6, scorer: str = "strict") -> dict:
+    """Grade one output against a schema row: {'pred': letter|None, 'correct': bool, 'method': str}.
+    `scorer="strict"`: the project's `extract_answer` (`match`, `fuzzy_cutoff` tune it);
+    `scorer="m1"`: m1's evaluation scorer, `m1_score` (always the last match, no cutoff)."""
+    if scorer == "m1":
+        if match != "last":
+            raise ValueError(f"match={match!r} applies to scorer='strict' only: m1's scorer always takes the last match")
+        if fuzzy_cutoff != 0.6:
+            raise ValueError(f"fuzzy_cutoff={fuzzy_cutoff!r} applies to scorer='strict' only: "
+                             "m1's closest-option step has no cutoff")
+        return m1_score(text, row)
+    if scorer != "strict":
+        raise ValueError(f"scorer must be one of {list(SCORERS)}, got {scorer!r}")
     ex = extract_answer(text, row["options"], match, fuzzy_cutoff)
     return {"pred": ex.letter, "correct": ex.letter == row["answer"], "method": ex.method}
+
+# %% ../nbs/01b_grade.ipynb #a9d5e645
+def _m1_last_box(s: str) -> tuple[str, bool]:
+    "The last `\\boxed` (or, with none, the last `\\fbox`) through its matching brace; `(s, False)` when absent or unclosed."
+    i = s.rfind("\\boxed")
+    if i < 0:
+        i = s.rfind("\\fbox")
+        if i < 0:
+            return s, False
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] == "{":
+            depth += 1
+        elif s[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return s[i:j + 1], True
+    return s, False
+
+
+def _m1_unwrap(s: str, cmd: str = "\\boxed") -> str:
+    "`cmd{x}` -> x (what follows the last '=' in x, leading spaces dropped) when s is exactly that; else s."
+    head = cmd + "{"
+    if not (s.startswith(head) and s.endswith("}")):
+        return s
+    inner = s[len(head):-1]
+    return inner.rsplit("=", 1)[-1].lstrip(" ") if "=" in inner else inner
+
+
+def m1_extract(text: str) -> tuple[str, bool]:
+    """m1's answer string: the last box's content (after a last '=', a whole `\\text{...}` unwrapped), or the
+    whole text when no box closes. Returns (answer string, whether a closed box was found)."""
+    box, found = _m1_last_box(text)
+    inner = _m1_unwrap(box)
+    return _m1_unwrap(_m1_last_box(inner)[0], "\\text"), found
+
+# %% ../nbs/01b_grade.ipynb #7dc35ad5
+def m1_option_map(options: list[str]) -> dict[str, str]:
+    """Letter -> text as m1's scorer sees the options: it joins them into "L. text" lines and splits them again
+    (a line without ". " is skipped; a line inside a multi-line option can become an option of its own)."""
+    lines = "\n".join(f"{L}. {o}" for L, o in zip(LETTERS, options)).split("\n")
+    return dict(line.strip().split(". ", 1) for line in lines if ". " in line.strip())
+
+
+def huatuo_choice(text: str, options: dict[str, str]) -> tuple[str, str]:
+    """HuatuoGPT-o1's answer matcher as m1 runs it (the last match wins): (letter, rule), the rule one of
+    "answer_is", "letter", "option_text", "closest". It always returns a letter."""
+    if "## Final Response\n\n" in text:                       # HuatuoGPT-o1's own output format
+        text = text.split("## Final Response\n\n")[-1]
+    hits = re.findall(r"answer is\s*?([A-N])", text, re.S)    # case-sensitive, any letter A-N
+    if hits:
+        return hits[-1], "answer_is"
+    letters = "ABCDEFGHIJKLMN"[:len(options)]
+    before = "(?:[\u4e00-\u9fff]|is |是|项|\\*|\\W|\\ |\\(|为|^|'|\"|#)"
+    after = "(?:\\W|[\u4e00-\u9fff]|$)"
+    hits = re.findall(before + "(?![aA] )([" + letters + "])" + after, text, re.S)
+    if hits:
+        return hits[-1], "letter"
+    low = text.lower()
+    pos = [(L, low.rindex(o.lower())) for L, o in options.items() if o.lower() in low]
+    if pos:
+        return max(pos, key=lambda p: p[1])[0], "option_text"
+    best, pick = 0.0, None
+    for L, o in options.items():                             # ties go to the later option (>=)
+        r = difflib.SequenceMatcher(None, o.lower(), low).ratio()
+        if r >= best:
+            best, pick = r, L
+    return pick, "closest"
+
+# %% ../nbs/01b_grade.ipynb #a7fdab30
+def m1_score(text: str, row: dict) -> dict:
+    """Grade one output as m1's evaluation did: {'pred', 'correct', 'method'}. `pred` is always a letter,
+    possibly outside the options ("answer is F" on four options); `method` is 'm1:boxed' or 'm1:whole' for a
+    direct match of the box content or the whole output, else 'm1:' + `huatuo_choice`'s rule."""
+    gold, L = answer_text(row), row["answer"]
+    ex, boxed = m1_extract(text or "")
+    e = ex.lower()
+    if e == gold.lower() or e == f"{L}. {gold}".lower() or (len(ex) == 1 and e == L.lower()):
+        return {"pred": L, "correct": True, "method": "m1:boxed" if boxed else "m1:whole"}
+    pred, rule = huatuo_choice(ex, m1_option_map(row["options"]))
+    return {"pred": pred, "correct": pred.lower() == L.lower(), "method": f"m1:{rule}"}
+
+# %% ../nbs/01b_grade.ipynb #735ae693
+GRADERS = ("m1", "strict")
+
+
+def m1_trace_verdict(text: str, row: dict) -> tuple[bool, str]:
+    """m1's filter grader: (correct, rule). The answer string is `m1_extract`'s (last box, else the whole
+    output); correct when it equals the gold text (case, outer spaces ignored) or its first character is the
+    gold letter (either case)."""
+    ex, boxed = m1_extract(text)
+    where = "boxed" if boxed else "whole"
+    if ex.strip().lower() == answer_text(row).strip().lower():
+        return True, f"m1:{where}_text"
+    if ex and ex[0].strip().lower() == row["answer"].strip().lower():
+        return True, f"m1:{where}_first_char"
+    return False, "m1:wrong"
+
+# %% ../nbs/01b_grade.ipynb #ae953ece
+def trace_grade(text: str, row: dict, grader: str = "m1", accept: list[str] | None = None) -> dict:
+    """Grade one distilled answer with a filter grader: {'pred', 'correct', 'method'}.
+    `grader="m1"`: `m1_trace_verdict` (`pred` is the gold letter when correct, else None: the rule reads no
+    letter); `grader="strict"`: `grade` with the strict scorer, correct only when its method is in `accept`
+    (None: any). A missing or blank text is wrong, method 'empty'."""
+    if grader not in GRADERS:
+        raise ValueError(f"grader (filter.grader) must be one of {list(GRADERS)}, got {grader!r}")
+    if grader == "m1" and accept is not None:
+        raise ValueError(f"accept (filter.accept) = {accept!r} applies to grader 'strict' only; m1's grader has "
+                         "no methods to choose from: set it to null")
+    if not isinstance(text, str) or not text.strip():
+        return {"pred": None, "correct": False, "method": "empty"}
+    if grader == "m1":
+        ok, how = m1_trace_verdict(text, row)
+        return {"pred": row["answer"] if ok else None, "correct": ok, "method": how}
+    g = grade(text, row)
+    return {**g, "correct": bool(g["correct"] and (accept is None or g["method"] in accept))}
+
+
+def trace_correct(text: str, row: dict, grader: str = "m1", *, accept: list[str] | None = None) -> bool:
+    "Whether a distilled answer counts as correct for the filter (see `trace_grade`)."
+    return trace_grade(text, row, grader, accept)["correct"]

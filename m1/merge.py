@@ -12,10 +12,11 @@ from .data import (FEATURES, HUB_SETS, LETTERS, POOL_FILES, answer_text, data_di
                      load_mmlu_csv, load_pool, load_report, shuffle_options)
 
 # %% auto #0
-__all__ = ['HUB_SOURCES', 'expand_sources', 'split_pubmedqa', 'load_source', 'merge', 'merge_report', 'report_table']
+__all__ = ['HUB_SOURCES', 'SHUFFLE_SCOPES', 'expand_sources', 'split_pubmedqa', 'load_source', 'MergeError', 'check_invalid',
+           'merge', 'merge_report', 'report_table']
 
 # %% ../nbs/02_merge.ipynb #2d996317
-HUB_SOURCES = ["medqa", "medmcqa", "headqa", "pubmedqa"]  # m1's pool, in m1's order
+HUB_SOURCES = ["medqa", "pubmedqa", "headqa", "medmcqa"]  # m1's pool, in m1's order (its merge_data.py)
 
 
 def expand_sources(sources: str | list[str]) -> list[tuple[str, str]]:
@@ -49,6 +50,9 @@ def split_pubmedqa(ds: Dataset, keep: int | None = 500, seed: int = 0) -> Datase
     return half.select(range(min(keep, len(half)))) if keep else half
 
 # %% ../nbs/02_merge.ipynb #83e8209d
+SHUFFLE_SCOPES = ("pool", "source")
+
+
 def _report(ds: Dataset, name: str) -> dict:
     r = load_report(ds)
     return {"rows_in": r.get("rows_in", len(ds)), "rows_out": len(ds), "skipped": list(r.get("skipped", [])),
@@ -56,7 +60,8 @@ def _report(ds: Dataset, name: str) -> dict:
 
 
 def load_source(kind: str, name: str, cfg: dict | None = None) -> tuple[Dataset, dict]:
-    "One source -> (rows in the schema, report dict). `cfg`: the profile's `data` section."
+    """One source -> (rows in the schema, report dict). `cfg`: the profile's `data` section.
+    With `shuffle_scope: source` the options are shuffled here, per source, as m1 did (before PubMedQA's split)."""
     cfg = dict(cfg or {})
     limit = cfg.get("limit")
     if kind == "demo":
@@ -74,14 +79,17 @@ def load_source(kind: str, name: str, cfg: dict | None = None) -> tuple[Dataset,
             ds = load_pool(name, on_invalid="skip")
             rep = _report(ds, name)
     elif kind == "hub":
-        ds = load_hub(name, on_invalid="skip")
+        ds = load_hub(name, on_invalid="skip", pubmedqa_format=cfg.get("pubmedqa_format", "eval"),
+                      mirror=cfg.get("hub_mirror"))
         rep = _report(ds, name)
-        if name == "pubmedqa":
-            ds = split_pubmedqa(ds, cfg.get("pubmedqa_keep", 500), cfg.get("pubmedqa_split_seed", 0))
-            rep["rows_out"] = len(ds)
-            rep["note"] = "m1's half (50/50 split, seed 0); all of it is in the PubMedQA eval set"
     else:
         raise ValueError(f"unknown source kind {kind!r}")
+    if cfg.get("shuffle_scope", "pool") == "source" and cfg.get("shuffle_seed", 42) is not None:
+        ds = shuffle_options(ds, cfg.get("shuffle_seed", 42), preview=True)
+    if kind == "hub" and name == "pubmedqa":
+        ds = split_pubmedqa(ds, cfg.get("pubmedqa_keep", 500), cfg.get("pubmedqa_split_seed", 0))
+        rep["rows_out"] = len(ds)
+        rep["note"] = "m1's half (50/50 split, seed 0); all of it is in the PubMedQA eval set"
     if limit:
         ds = ds.select(range(min(int(limit), len(ds))))
         rep["rows_out"] = len(ds)
@@ -89,21 +97,44 @@ def load_source(kind: str, name: str, cfg: dict | None = None) -> tuple[Dataset,
     return ds, rep
 
 # %% ../nbs/02_merge.ipynb #dbfb9198
+class MergeError(ValueError):
+    "A source lost too many rows to invalid data (or had none): the merge stops and says which."
+
+
+def check_invalid(per_source: dict, max_share: float | None = 0.01) -> None:
+    "Fail when a source read no rows, or skipped more than `max_share` of its rows as invalid (None: no check)."
+    for name, r in per_source.items():
+        if not r["rows_in"]:
+            raise MergeError(f"source {name!r} read no rows: check the source (or drop it from data.sources)")
+        if max_share is not None and r["skipped"] / r["rows_in"] > max_share:
+            raise MergeError(f"source {name!r}: {r['skipped']} of {r['rows_in']} rows invalid "
+                             f"({r['skipped'] / r['rows_in']:.2%} > data.max_invalid_share {max_share:.2%}); "
+                             f"first: {r['first_skipped']}")
+
+
 def merge(cfg: dict) -> Dataset:
     "Merge the sources named by `cfg['sources']` (the profile's `data` section) into one shuffled pool."
     cfg = dict(cfg)
+    scope, seed = cfg.get("shuffle_scope", "pool"), cfg.get("shuffle_seed", 42)
+    if scope not in SHUFFLE_SCOPES:
+        raise ValueError(f"data.shuffle_scope must be one of {SHUFFLE_SCOPES}, got {scope!r}")
+    max_share = cfg.get("max_invalid_share", 0.01)
+    if max_share is not None and not (isinstance(max_share, (int, float)) and 0 <= max_share <= 1):
+        raise ValueError(f"data.max_invalid_share must be a share between 0 and 1 (or null: no check), got {max_share!r}")
     parts, per_source, skipped = [], {}, []
     for kind, name in expand_sources(cfg.get("sources", ["demo"])):
         ds, rep = load_source(kind, name, cfg)
         parts.append(ds)
         skipped += rep["skipped"]
-        per_source[name] = {**rep, "skipped": len(rep["skipped"])}
+        per_source[name] = {**rep, "skipped": len(rep["skipped"]), "first_skipped": rep["skipped"][0] if rep["skipped"] else None,
+                            "invalid_share": round(len(rep["skipped"]) / rep["rows_in"], 6) if rep["rows_in"] else None}
+    check_invalid(per_source, max_share)
     pool = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    seed = cfg.get("shuffle_seed", 42)
-    if seed is not None:
+    if seed is not None and scope == "pool":
         pool = shuffle_options(pool, seed)
     pool = pool.cast(FEATURES) if pool.features != FEATURES else pool
     report = {"rows": len(pool), "sources": per_source, "skipped": skipped, "shuffle_seed": seed,
+              "shuffle_scope": scope, "max_invalid_share": max_share,
               "notes": [v["note"] for v in per_source.values() if "note" in v]}
     pool.info.description = json.dumps(report)
     return pool
@@ -118,6 +149,8 @@ def report_table(report: dict):
     "The merge report as a table: one row per source plus a total."
     import pandas as pd
     df = pd.DataFrame([{"source": k, "kind": v["kind"], "rows read": v["rows_in"], "kept": v["rows_out"],
-                        "skipped": v["skipped"], "warnings": v["warnings"]} for k, v in report["sources"].items()])
-    tot = df.sum(numeric_only=True).to_dict()
+                        "skipped": v["skipped"], "invalid %": 100 * (v.get("invalid_share") or 0),
+                        "warnings": v["warnings"]} for k, v in report["sources"].items()])
+    tot = df.drop(columns="invalid %").sum(numeric_only=True).to_dict()
+    tot["invalid %"] = 100 * tot["skipped"] / tot["rows read"] if tot.get("rows read") else 0.0
     return pd.concat([df, pd.DataFrame([{"source": "total", "kind": "", **tot}])], ignore_index=True)

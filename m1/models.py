@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.util
+import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,8 @@ from .core import IM_END, IM_START, atomic_dir, cache_dir
 
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'REGISTRY', 'ModelSpec', 'sha256_file', 'gguf_path', 'converted_dir', 'convert_gguf', 'resolve_model',
-           'check_chatml', 'load_tokenizer', 'load_model']
+           'check_chatml', 'load_tokenizer', 'load_model', 'permute_qk', 'reference_gguf', 'gguf_metadata',
+           'check_gguf_config', 'gguf_export_key', 'export_gguf']
 
 # %% ../nbs/01a_models.ipynb #de4b9342
 @dataclass(frozen=True)
@@ -152,3 +156,205 @@ def load_model(name_or_path: str | None = None, dtype: str = "auto", device: str
                                                  trust_remote_code=trust_remote_code).to(device)
     model.eval()
     return (model, load_tokenizer(path, trust_remote_code=trust_remote_code)) if tokenizer else model
+
+# %% ../nbs/01a_models.ipynb #b9ddbbbf
+def permute_qk(w, n_head: int, n_head_kv: int | None = None):
+    "llama.cpp's row order for a q/k projection (its converter's `permute`): each head's two rotary halves interleaved."
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+# %% ../nbs/01a_models.ipynb #16cb5b54
+def reference_gguf(like: ModelSpec | str | Path | None = None) -> tuple[Path, str]:
+    "(path, sha256) of the GGUF an export copies its metadata from: a registry model with an embedded GGUF, or a .gguf file."
+    spec = like if isinstance(like, ModelSpec) else REGISTRY.get(str(like or DEFAULT_MODEL).lower())
+    if spec is not None:
+        if not spec.gguf_package:
+            raise ValueError(f"like={spec.name!r} has no embedded GGUF: pass a registry model that has one "
+                             f"({sorted(k for k, s in REGISTRY.items() if s.gguf_package)}) or a .gguf file")
+        p = gguf_path(spec)                       # verifies the registry's sha256
+        return p, spec.sha256 or sha256_file(p)
+    p = Path(like).expanduser()
+    if p.suffix != ".gguf" or not p.is_file():
+        raise ValueError(f"like={str(like)!r} is neither a registry model with an embedded GGUF "
+                         f"({sorted(k for k, s in REGISTRY.items() if s.gguf_package)}) nor an existing .gguf file")
+    return p.resolve(), sha256_file(p)
+
+# %% ../nbs/01a_models.ipynb #65581acf
+@functools.lru_cache(maxsize=4)
+def gguf_metadata(path: str | Path, sha256: str | None = None):
+    """(reader, {key: value}) of a GGUF, cached per (path, sha256); the header fields `GGUF.*` are left out.
+    The reader's tensors are read lazily (memory-mapped)."""
+    import gguf
+    reader = gguf.GGUFReader(path)
+    return reader, {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
+
+# %% ../nbs/01a_models.ipynb #7db516eb
+_GGUF_CHECKS = [  # config.json field -> GGUF key ({a}: the architecture)
+    ("num_hidden_layers", "{a}.block_count"),
+    ("hidden_size", "{a}.embedding_length"),
+    ("intermediate_size", "{a}.feed_forward_length"),
+    ("num_attention_heads", "{a}.attention.head_count"),
+    ("num_key_value_heads", "{a}.attention.head_count_kv"),
+    ("head_dim", "{a}.rope.dimension_count"),
+    ("vocab_size", "{a}.vocab_size"),
+    ("max_position_embeddings", "{a}.context_length"),
+    ("rope_theta", "{a}.rope.freq_base"),
+    ("rms_norm_eps", "{a}.attention.layer_norm_rms_epsilon"),
+]
+
+
+def _config_values(cfg: dict) -> dict:
+    "The hyper-parameters of a transformers Llama config.json, with transformers' defaults filled in."
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+    return dict(num_hidden_layers=cfg.get("num_hidden_layers"), hidden_size=hidden,
+                intermediate_size=cfg.get("intermediate_size"), num_attention_heads=heads,
+                num_key_value_heads=cfg.get("num_key_value_heads") or heads,
+                head_dim=cfg.get("head_dim") or (hidden // heads if heads and hidden else None),
+                vocab_size=cfg.get("vocab_size"), max_position_embeddings=cfg.get("max_position_embeddings"),
+                rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)), rms_norm_eps=cfg.get("rms_norm_eps"),
+                rope_type=rope.get("rope_type", rope.get("type", "default")), hidden_act=cfg.get("hidden_act", "silu"))
+
+# %% ../nbs/01a_models.ipynb #194208cf
+def check_gguf_config(cfg: dict, meta: dict, where: str = "config.json", ref: str = "the reference GGUF") -> None:
+    "Raise a one-line ValueError naming the first field where a transformers config disagrees with GGUF metadata."
+    arch = meta.get("general.architecture")
+    if cfg.get("model_type") != "llama" or arch != "llama":
+        raise ValueError(f"{where}: model_type={cfg.get('model_type')!r} with {ref} architecture {arch!r}; "
+                         "export_gguf writes Llama-architecture models only (both must be 'llama')")
+    got, want = _config_values(cfg), dict(meta)
+    heads, emb = meta.get(f"{arch}.attention.head_count"), meta.get(f"{arch}.embedding_length")
+    want.setdefault(f"{arch}.attention.head_count_kv", heads)          # llama.cpp's defaults for absent keys
+    want.setdefault(f"{arch}.vocab_size", len(meta.get("tokenizer.ggml.tokens") or ()) or None)
+    want.setdefault(f"{arch}.rope.dimension_count", emb // heads if emb and heads else None)
+    for field, key in _GGUF_CHECKS:
+        key = key.format(a=arch)
+        g, w = got[field], want.get(key)
+        same = (isinstance(g, (int, float)) and math.isclose(g, w, rel_tol=1e-6)) if isinstance(w, float) else g == w
+        if not same:
+            raise ValueError(f"{where}: {field}={g!r} does not match {ref} ({key}={w!r}); export a model of the "
+                             "reference's shape, or pass like= a GGUF that matches it")
+    for field, plain in (("rope_type", "default"), ("hidden_act", "silu")):
+        if got[field] != plain:
+            raise ValueError(f"{where}: {field}={got[field]!r}, but {ref} describes a plain Llama "
+                             f"({field}={plain!r}); this model cannot be exported with it")
+
+# %% ../nbs/01a_models.ipynb #543fe251
+def gguf_export_key(model_dir: str | Path, reference_sha256: str, dtype: str) -> str:
+    "Content hash naming an export: the folder's config.json and *.safetensors, the reference GGUF's sha256, dtype."
+    model_dir = Path(model_dir)
+    h = hashlib.sha256(f"m1-export-gguf/1|{dtype}|{reference_sha256}".encode())
+    for p in [model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]:
+        h.update(f"|{p.name}|{sha256_file(p)}".encode())
+    return h.hexdigest()[:24]
+
+# %% ../nbs/01a_models.ipynb #6ce1e3d7
+def _gguf_tensors(model_dir: Path, shards: list, cfg: dict, meta: dict, dtype: str) -> dict:
+    "The folder's tensors under llama.cpp's names, q/k permuted, as numpy arrays of `dtype`."
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+    arch = meta["general.architecture"]
+    n_head, n_kv = meta[f"{arch}.attention.head_count"], meta.get(f"{arch}.attention.head_count_kv")
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, meta[f"{arch}.block_count"])
+    out = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            for hf in f.keys():
+                if hf.endswith("rotary_emb.inv_freq"):
+                    continue                      # recomputed by llama.cpp; its converter drops it too
+                if hf == "lm_head.weight" and cfg.get("tie_word_embeddings", False):   # transformers' default
+                    continue                      # tied to the embeddings: llama.cpp reuses token_embd
+                name = names.get_name(hf, try_suffixes=(".weight", ".bias"))
+                if name is None:
+                    raise ValueError(f"{shard}: tensor {hf!r} has no llama.cpp name; not a plain Llama checkpoint")
+                w = f.get_tensor(hf).to(torch.float32).numpy()
+                if name.endswith((".attn_q.weight", ".attn_q.bias")):
+                    w = permute_qk(w, n_head, n_head)
+                elif name.endswith((".attn_k.weight", ".attn_k.bias")):
+                    w = permute_qk(w, n_head, n_kv)
+                if dtype == "f16" and w.ndim > 1:
+                    w = w.astype(np.float16)      # norms stay f32, as in llama.cpp's converter
+                out[name] = np.ascontiguousarray(w)
+    return out
+
+# %% ../nbs/01a_models.ipynb #7213b746
+def export_gguf(model_dir: str | Path, out: str | Path | None = None, like: ModelSpec | str | Path | None = None,
+                dtype: str = "f32") -> Path:
+    """Write the transformers Llama weights in `model_dir` as a llama.cpp GGUF with the metadata and tokenizer of
+    `like` (default: the embedded model). Default `out`: `cache_dir()/gguf/<content hash>.gguf`, reused when present."""
+    import gguf
+    if dtype not in ("f32", "f16"):
+        raise ValueError(f"dtype={dtype!r}: choose 'f32' or 'f16'")
+    model_dir = Path(model_dir).expanduser()
+    if not (model_dir / "config.json").is_file():
+        hint = (" (it holds a LoRA adapter: merge it into its base with peft's merge_and_unload and save that)"
+                if (model_dir / "adapter_config.json").exists() else "")
+        raise ValueError(f"{model_dir}: no config.json, not a saved transformers model folder{hint}")
+    shards = sorted(model_dir.glob("*.safetensors"))
+    if not shards:
+        raise ValueError(f"{model_dir}: no *.safetensors weights; save the model with save_pretrained "
+                         "(safetensors is its default)")
+    ref, ref_sha = reference_gguf(like)
+    if out is None:
+        out = cache_dir() / "gguf" / f"{gguf_export_key(model_dir, ref_sha, dtype)}.gguf"
+        if out.is_file():
+            return out
+    out = Path(out).expanduser()
+    reader, meta = gguf_metadata(ref, ref_sha)
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    check_gguf_config(cfg, meta, where=str(model_dir / "config.json"), ref=f"reference {ref.name}")
+    if (tj := model_dir / "tokenizer.json").is_file():
+        t = json.loads(tj.read_text(encoding="utf-8"))
+        by_id = {i: s for s, i in (t.get("model", {}).get("vocab") or {}).items()}
+        by_id.update({a["id"]: a["content"] for a in t.get("added_tokens", [])})
+        vocab, ref_vocab = [by_id.get(i) for i in range(max(by_id, default=-1) + 1)], meta["tokenizer.ggml.tokens"]
+        if vocab != ref_vocab:
+            i = next((i for i, (a, b) in enumerate(zip(vocab, ref_vocab)) if a != b), min(len(vocab), len(ref_vocab)))
+            raise ValueError(f"{tj}: vocabulary differs from reference {ref.name} at token id {i} ({len(vocab)} vs "
+                             f"{len(ref_vocab)} tokens); the GGUF would carry the wrong tokenizer")
+    template = ((model_dir / "chat_template.jinja").read_text(encoding="utf-8")
+                if (model_dir / "chat_template.jinja").is_file() else
+                json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+                if (model_dir / "tokenizer_config.json").is_file() else None)
+    if isinstance(template, str) and template.strip() != str(meta.get("tokenizer.chat_template", "")).strip():
+        raise ValueError(f"{model_dir}: its chat template differs from reference {ref.name}'s, which the GGUF "
+                         "would carry; fine-tune with the reference's template or pass like= a GGUF that has yours")
+    tensors = _gguf_tensors(model_dir, shards, cfg, meta, dtype)
+    want = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}   # GGUF lists dims reversed
+    for name, shape in want.items():
+        if name not in tensors:
+            raise ValueError(f"{model_dir}: no tensor for {name!r}, which reference {ref.name} has")
+        if tensors[name].shape != shape:
+            raise ValueError(f"{model_dir}: tensor {name!r} has shape {tensors[name].shape}, reference "
+                             f"{ref.name} has {shape}")
+    if extra := sorted(set(tensors) - set(want) - {"output.weight"}):
+        raise ValueError(f"{model_dir}: tensor {extra[0]!r} has no counterpart in reference {ref.name}")
+    arch = meta["general.architecture"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        w = gguf.GGUFWriter(tmp, arch)            # writes general.architecture itself
+        for f in reader.fields.values():
+            if f.name.startswith("GGUF.") or f.name == "general.architecture":
+                continue
+            value = f.contents()
+            if f.name == "general.file_type":
+                value = int(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+            w.add_key_value(f.name, value, f.types[0],
+                            sub_type=f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None)
+        for name in [*want, *(n for n in tensors if n not in want)]:
+            w.add_tensor(name, tensors.pop(name))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

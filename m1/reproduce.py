@@ -3,13 +3,25 @@
 # %% ../nbs/14_reproduce.ipynb #9e5895cd
 from __future__ import annotations
 
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
 
-from .core import load_profile, repo_root, runs_dir, stage_done, write_json
+from .core import (ProfileError, atomic_write, data_dir, load_profile, load_schema, parse_overrides, read_json,
+                     redact, repo_root, runs_dir, stable_hash, stage_done, stage_manifest, stage_path,
+                     validate_profile, write_json)
 
 # %% auto #0
-__all__ = ['STAGES', 'StageFailed', 'default_work', 'run_stage', 'reproduce', 'parse_params', 'reproduce_main', 'figures_main']
+__all__ = ['STAGES', 'READS', 'DATA_READS', 'SAFE_SCHEME', 'INPUT_ERRORS', 'LEDGER', 'StageFailed', 'default_work',
+           'stage_params', 'data_fingerprint', 'upstream', 'run_record', 'stale_reason', 'save_record', 'RedactingIO',
+           'run_stage', 'quiet_kernel', 'notebook_params', 'check_stage_params', 'reproduce', 'parse_params',
+           'reproduce_main', 'install_outputs', 'figures_main']
 
 # %% ../nbs/14_reproduce.ipynb #b633f6ed
 STAGES = [  # (stage name = its folder in the work dir, notebook)
@@ -19,21 +31,150 @@ STAGES = [  # (stage name = its folder in the work dir, notebook)
     ("figures", "12_figures.ipynb"),
 ]
 
+READS = {  # the profile keys a stage's output depends on: sections or dotted keys; "!key" leaves one out
+    "merge": ["seed", "data", "!data.eval_sets", "!data.eval_limit", "!data.eval_file"],
+    "dedup": ["dedup", "data.eval_sets", "data.eval_file", "data.hub_mirror"],
+    "distill": ["seed", "distill", "filter.small_models", "server"],
+    "filter": ["filter"],
+    "domains": ["domains", "server"],
+    "select": ["seed", "select"],
+    "sft_data": ["model", "sft_data"],
+    "sft": ["model", "seed", "sft"],
+    "eval": ["model", "seed", "eval", "data.eval_sets", "data.eval_limit", "data.eval_file", "data.hub_mirror", "server"],
+    "figures": [],
+}
+
+DATA_READS = {"merge": ["pool"], "dedup": ["eval", "pool"], "eval": ["eval"]}   # folders of M1_DATA a stage reads
+
 
 class StageFailed(RuntimeError):
-    "A stage notebook raised; the message names the stage, notebook, cell and error."
+    "A stage notebook raised; the one-line message names the stage, notebook, cell and error."
+    input_error = False
 
 
 def default_work(profile: str) -> Path:
     "Each profile gets its own work dir, so tiny and paper runs never mix."
     return repo_root() / "work" / Path(profile).stem
 
+# %% ../nbs/14_reproduce.ipynb #460dd4cc
+def _flat(d: Any, prefix: str) -> dict:
+    if isinstance(d, dict) and d:
+        return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
+    return {prefix: d}
+
+
+def stage_params(P: dict, stage: str, extra: dict | None = None) -> dict:
+    "The parameters a stage's output depends on, flat: the profile keys it reads (`READS`) and its notebook parameters."
+    out: dict = {}
+    for spec in READS[stage]:
+        if spec.startswith("!"):
+            continue
+        node: Any = P
+        for part in spec.split("."):
+            node = node[part]
+        out.update(_flat(node, spec))
+    for spec in READS[stage]:
+        if spec.startswith("!"):
+            out = {k: v for k, v in out.items() if k != spec[1:] and not k.startswith(spec[1:] + ".")}
+    out.update({f"-p {stage}.{k}": v for k, v in sorted((extra or {}).items())})
+    return json.loads(redact(json.dumps(out, default=str)))   # plain JSON, no secret: comparable with a saved record
+
+
+def data_fingerprint(stage: str) -> str | None:
+    "A hash of the names, sizes and modification times of the `M1_DATA` files the stage reads (None: none read)."
+    parts = DATA_READS.get(stage)
+    root = data_dir(required=False)
+    if not parts or root is None:
+        return None
+    files = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for part in parts if (root / part).is_dir() for p in (root / part).rglob("*") if p.is_file())
+    return stable_hash([str(root), files])
+
+
+def upstream(stage: str, work: str | Path) -> dict:
+    "Which save of each earlier stage's output is there now (`output_id`, else a hash of its manifest): a stage's inputs."
+    names = [s for s, _ in STAGES]
+    out = {}
+    for s in names[:names.index(stage)]:
+        if stage_done(s, work):
+            with contextlib.suppress(ValueError, OSError):
+                m = stage_manifest(s, work)
+                out[s] = m.get("output_id") or stable_hash({k: v for k, v in m.items() if k != "run"})
+    return out
+
+
+def run_record(P: dict, stage: str, extra: dict | None, work: str | Path) -> dict:
+    "What a stage ran with: parameters, the upstream outputs and data files it read."
+    return {"params": stage_params(P, stage, extra), "upstream": upstream(stage, work), "data": data_fingerprint(stage)}
+
+
+def stale_reason(stage: str, work: str | Path, record: dict) -> str | None:
+    """Why a finished stage must run again (its parameters, upstream outputs or data files changed since it ran),
+    None when it is up to date, '' when it ran outside `m1 reproduce` (nothing recorded to compare)."""
+    try:
+        old = stage_manifest(stage, work).get("run")
+    except (ValueError, OSError) as e:
+        return f"its manifest cannot be read ({e})"
+    if not old:
+        return ""
+    a, b = old.get("params", {}), record["params"]
+    if changed := sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>")):
+        shown = "; ".join(f"{k}: {json.dumps(a.get(k, '<unset>'))} -> {json.dumps(b.get(k, '<unset>'))}"
+                          for k in changed[:4])
+        return f"parameters changed since it ran ({shown}{'; ...' if len(changed) > 4 else ''})"
+    if old.get("upstream") != record["upstream"]:
+        ups = sorted(k for k in set(old.get("upstream", {})) | set(record["upstream"])
+                     if old.get("upstream", {}).get(k) != record["upstream"].get(k))
+        return f"its input stages were re-run since ({', '.join(ups)})"
+    if old.get("data") != record["data"]:
+        return f"the data files it read changed (M1_DATA {', '.join(DATA_READS.get(stage, []))})"
+    return None
+
+
+def save_record(stage: str, work: str | Path, record: dict) -> None:
+    "Add the run record to the stage's manifest (atomically)."
+    p = stage_path(stage, work) / "manifest.json"
+    m = read_json(p)
+    m["run"] = {**record, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(p, m)
+
 # %% ../nbs/14_reproduce.ipynb #d1795fb1
+SAFE_SCHEME = "m1safe://"
+INPUT_ERRORS = {"ValueError", "ProfileError", "FileNotFoundError", "IsADirectoryError", "NotADirectoryError",
+                "PermissionError", "UnicodeDecodeError", "KeyError", "ConnectionError", "ConnectionRefusedError",
+                "RequestFailed", "APIConnectionError", "AuthenticationError", "NotFoundError", "BadRequestError"}
+
+
+class RedactingIO:
+    "papermill I/O for `m1safe://PATH`: every save of an executed notebook is redacted (`m1.core.redact`), then written atomically."
+    def read(self, path):
+        return Path(path[len(SAFE_SCHEME):]).read_text(encoding="utf-8")
+
+    def write(self, buf, path):
+        with atomic_write(path[len(SAFE_SCHEME):], "w", encoding="utf-8") as f:
+            f.write(redact(buf))
+
+    def listdir(self, path):
+        p = path[len(SAFE_SCHEME):]
+        return [SAFE_SCHEME + str(Path(p) / x) for x in os.listdir(p)]
+
+    def pretty_path(self, path):
+        return path[len(SAFE_SCHEME):]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(x.strip() for x in str(text).splitlines() if x.strip())
+
+
 def run_stage(notebook: str | Path, out: str | Path, profile: str, work: str | Path, extra: dict | None = None,
               nbs: str | Path | None = None, stage: str = "") -> float:
-    "Execute one stage notebook with papermill; returns seconds; raises `StageFailed` naming the cell."
+    """Execute one stage notebook with papermill; returns seconds; raises `StageFailed` naming the cell.
+    The executed notebook is written through `RedactingIO`: no secret reaches it, even in a traceback."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    from papermill.iorw import papermill_io
+    if not any(s == SAFE_SCHEME for s, _ in papermill_io._handlers):
+        papermill_io.register(SAFE_SCHEME, RedactingIO())
     nbs = Path(nbs or repo_root() / "nbs")
     src = nbs / notebook
     if not src.exists():
@@ -48,51 +189,136 @@ def run_stage(notebook: str | Path, out: str | Path, profile: str, work: str | P
     params.update(extra or {})
     t = time.time()
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(nbs), kernel_name="python3",
-                            progress_bar=False, log_output=False)
+        pm.execute_notebook(str(src), SAFE_SCHEME + str(Path(out).resolve()), parameters=params, cwd=str(nbs),
+                            kernel_name="python3", progress_bar=False, log_output=False,
+                            kernel_manager_class=quiet_kernel(Path(out).with_suffix(".kernel.log")))
     except PapermillExecutionError as e:
-        raise StageFailed(f"stage {stage or notebook!r} failed in {src.name}, cell {e.cell_index} "
-                          f"(execution {e.exec_count}): {e.ename}: {e.evalue}\n"
-                          f"executed notebook kept at {out}") from None
+        err = StageFailed(redact(_one_line(f"stage {stage or notebook!r} failed in {src.name}, cell {e.cell_index} "
+                                           f"(execution {e.exec_count}): {e.ename}: {e.evalue}")
+                                 + f"; the executed notebook is {out}"))
+        err.input_error = e.ename in INPUT_ERRORS
+        raise err from None
     return time.time() - t
 
+# %% ../nbs/14_reproduce.ipynb #52cfc0ae
+def quiet_kernel(log_path: str | Path):
+    "A kernel manager class whose kernel writes its stderr to `log_path` instead of the terminal."
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as err:       # the child keeps its own copy of the file
+                kw.setdefault("stderr", err)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+# %% ../nbs/14_reproduce.ipynb #2b2234d8
+def notebook_params(path: str | Path) -> list[str]:
+    "Names assigned in a notebook's `parameters` cell (what `papermill.inspect_notebook` finds, without importing it)."
+    import ast
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    return []
+
+
+def check_stage_params(extra: dict, where: str = "-p", nbs: str | Path | None = None) -> dict:
+    """Stage parameters (`{stage: {name: value}}`) checked before anything runs: every stage known, every name a
+    parameter of its notebook and in the schema's `reproduce` section, every value of the schema's type."""
+    names = [s for s, _ in STAGES]
+    if bad := [s for s in extra if s not in names]:
+        near = difflib.get_close_matches(bad[0], names, n=1)
+        raise ProfileError(f"{where}: unknown stage {bad[0]!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                           f"stages: {', '.join(names)}")
+    schema = load_schema()["reproduce"]
+    for stage, given in extra.items():
+        if not isinstance(given, dict):
+            raise ProfileError(f"{where}: {stage}: expected NAME: VALUE parameters, got {json.dumps(given, default=str)}")
+        validate_profile({stage: given}, schema, where, partial=True)
+        nb = Path(nbs or repo_root() / "nbs") / dict(STAGES)[stage]
+        known = [k for k in notebook_params(nb) if k not in ("profile", "work")]
+        for k in given:
+            if k not in known:
+                near = difflib.get_close_matches(k, known, n=1)
+                raise ProfileError(f"{where}: {stage}.{k} is not a parameter of {nb.name}"
+                                   f"{f' (did you mean {stage}.{near[0]}?)' if near else ''}; its parameters: "
+                                   f"{', '.join(known)}")
+    return extra
+
 # %% ../nbs/14_reproduce.ipynb #0639911a
+def _ours(p: Path) -> bool:
+    "Did m1 write this file of a runs folder (a papermill-executed notebook or our timings)?"
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and ("papermill" in d.get("metadata", {}) or {"stages", "run_dir"} <= set(d))
+
+
 def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str | None = None,
               until: str | None = None, only: list[str] | None = None, force: bool = False,
               extra: dict | None = None, stages: list[tuple[str, str]] | None = None,
               nbs: str | Path | None = None, log=print) -> dict:
-    "Run the stage notebooks in order with papermill, resuming at the first unfinished stage."
+    """Run the stage notebooks in order with papermill. A finished stage is skipped unless its parameters, its
+    upstream outputs or its data files changed since it ran (then it and every later stage run again)."""
     stages = list(stages or STAGES)
     names = [s for s, _ in stages]
-    for n in [until, *(only or [])]:
+    for flag, n in [("--until", until), *(("--only", o) for o in only or [])]:
         if n is not None and n not in names:
-            raise ValueError(f"unknown stage {n!r}; stages: {names}")
+            near = difflib.get_close_matches(n, names, n=1)
+            raise ValueError(f"{flag} {n}: unknown stage{f' (did you mean {near[0]}?)' if near else ''}; "
+                             f"stages: {', '.join(names)}")
+    P = load_profile(profile)                 # the whole profile is checked here, before any notebook runs
+    defaults = dict(P.get("reproduce") or {})
+    check_stage_params(defaults, f"profile {P.name}: reproduce section", nbs)
+    check_stage_params(dict(extra or {}), "-p", nbs)
+    extra = {s: {**(defaults.get(s) or {}), **((extra or {}).get(s) or {})} for s in set(defaults) | set(extra or {})}
     if until:
         stages = stages[:names.index(until) + 1]
     if only:
         stages = [s for s in stages if s[0] in only]
-    P = load_profile(profile)                 # an unknown profile fails here, before any notebook runs
-    defaults, extra = dict(P.get("reproduce") or {}), dict(extra or {})
-    for where, given in ((f"profile {P.name}: reproduce section", defaults), ("extra", extra)):
-        if bad := sorted(set(given) - set(names) - {s for s, _ in STAGES}):
-            raise ValueError(f"{where} names unknown stages {bad}; stages: {names}")
-    extra = {s: {**(defaults.get(s) or {}), **(extra.get(s) or {})} for s in set(defaults) | set(extra)}
     work = Path(work or default_work(profile)).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists() and not work.is_dir():
+        raise ValueError(f"--work {work} is a file, not a folder: give a folder for the run's outputs")
     run_id = run_id or f"{Path(profile).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = runs_dir() / run_id
+    for p in [out_dir / "timings.json", *(out_dir / nb for _, nb in stages)]:
+        if p.exists() and not _ours(p):
+            raise ValueError(f"{p} exists and was not written by m1 reproduce: move it away or choose another --run-id")
+    work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings, t0 = {}, time.time()
+    timings, t0, rerun_from = {}, time.time(), None
     for stage, nb in stages:
-        if stage_done(stage, work) and not force:
-            log(f"[{stage}] done already, skipped")
+        record = run_record(P, stage, extra.get(stage), work)
+        if force:
+            why = "--force"
+        elif not stage_done(stage, work):
+            why = "not done yet"
+        elif rerun_from:
+            why = f"downstream of {rerun_from}, which ran again"
+        else:
+            why = stale_reason(stage, work, record)
+        if not why:
+            log(f"[{stage}] done already with these parameters, skipped" if why is None else
+                f"[{stage}] done outside m1 reproduce (its parameters were not recorded): kept; --force runs it again")
             timings[stage] = {"status": "skipped", "seconds": 0.0}
             continue
-        log(f"[{stage}] running {nb} ...")
+        if stage_done(stage, work):
+            log(f"[{stage}] running {nb} again: {why}")
+            rerun_from = rerun_from or stage
+        else:
+            log(f"[{stage}] running {nb} ...")
         secs = run_stage(nb, out_dir / nb, profile, work, extra.get(stage), nbs, stage)
         if not stage_done(stage, work):
             raise StageFailed(f"stage {stage!r}: {nb} ran without error but saved no output under {work / stage}")
-        timings[stage] = {"status": "ran", "seconds": round(secs, 1)}
+        save_record(stage, work, record)
+        rerun_from = rerun_from or stage
+        timings[stage] = {"status": "ran", "seconds": round(secs, 1), "why": why}
         log(f"[{stage}] finished in {secs:.1f}s")
     summary = {"profile": str(profile), "work": str(work), "run_dir": str(out_dir), "stages": timings,
                "total_seconds": round(time.time() - t0, 1)}
@@ -101,25 +327,20 @@ def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str
 
 # %% ../nbs/14_reproduce.ipynb #971b0eec
 def parse_params(items: list[str]) -> dict:
-    "`['merge.sources=[local]', 'eval.limit=2']` -> `{'merge': {'sources': ['local']}, 'eval': {'limit': 2}}`."
-    import yaml
-    names, out = {s for s, _ in STAGES}, {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        stage, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise ValueError(f"parameter {item!r}: expected STAGE.NAME=VALUE, e.g. merge.sources=[local]")
-        if stage not in names:
-            raise ValueError(f"parameter {item!r}: unknown stage {stage!r}; stages: {[s for s, _ in STAGES]}")
-        out.setdefault(stage, {})[name] = yaml.safe_load(value)
-    return out
+    "`['merge.sources=[local]', 'eval.limit=2']` -> `{'merge': {'sources': ['local']}, 'eval': {'limit': 2}}` (checked)."
+    out = parse_overrides(items, "-p")
+    for stage, given in out.items():
+        if not isinstance(given, dict):
+            raise ProfileError(f"-p {stage}={json.dumps(given, default=str)}: expected STAGE.NAME=VALUE, "
+                               "e.g. -p merge.sources=[local]")
+    return check_stage_params(out, "-p")
 
 # %% ../nbs/14_reproduce.ipynb #5c1bc0e8
 def reproduce_main(argv: list[str] | None = None) -> int:
     "`m1 reproduce --profile tiny|paper [--work DIR] [--until STAGE] [--only S1,S2] [--force] [-p STAGE.NAME=VALUE]`."
     import argparse
     ap = argparse.ArgumentParser(prog="m1 reproduce", description="Run the m1 pipeline notebooks in order "
-                                 "with papermill, resuming at the first unfinished stage.")
+                                 "with papermill; a finished stage is skipped unless its parameters or inputs changed.")
     ap.add_argument("--profile", default="tiny", help="tiny | paper | a YAML path (default tiny)")
     ap.add_argument("--work", default=None, help="work dir (default work/<profile>)")
     ap.add_argument("--run-id", default=None, help="name of the runs/<run-id>/ folder (default profile-time)")
@@ -129,29 +350,91 @@ def reproduce_main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
                     help="a stage notebook parameter (VALUE read as YAML), e.g. -p 'merge.sources=[local]'; repeatable")
     a = ap.parse_args(argv)
-    try:
-        r = reproduce(a.profile, a.work, a.run_id, a.until, a.only.split(",") if a.only else None, a.force,
-                      extra=parse_params(a.param))
-    except (StageFailed, ValueError, FileNotFoundError) as e:
-        print(f"m1 reproduce: {e}", file=__import__("sys").stderr)
-        return 1
+    if a.run_id is not None and (not a.run_id.strip() or Path(a.run_id).name != a.run_id or a.run_id in (".", "..")):
+        raise ValueError(f"--run-id {a.run_id!r}: give a plain folder name (no slashes), e.g. --run-id tiny-try2")
+    only = [s.strip() for s in a.only.split(",")] if a.only is not None else None
+    if only is not None and not all(only):
+        raise ValueError(f"--only {a.only!r}: give comma-separated stage names, e.g. --only merge,dedup")
+    r = reproduce(a.profile, a.work, a.run_id, a.until, only, a.force, extra=parse_params(a.param))
     print(f"\nprofile {r['profile']}: work dir {r['work']}, executed notebooks in {r['run_dir']}")
     for s, t in r["stages"].items():
         print(f"  {s:<10} {t['status']:<8} {t['seconds']:>8.1f}s")
     print(f"  {'total':<10} {'':<8} {r['total_seconds']:>8.1f}s")
     return 0
 
+# %% ../nbs/14_reproduce.ipynb #4377fa3b
+LEDGER = ".m1-written.json"
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def install_outputs(files: list[Path], out: str | Path, legacy_ok: bool = False, log=print) -> list[Path]:
+    """Move freshly written `files` into `out`, never over a file m1 did not write: a file there is replaced only
+    when `out/.m1-written.json` records it as ours and unchanged since (or `legacy_ok`: a project folder from before
+    the record, e.g. the checkout's figures/). Otherwise nothing is moved and a one-line `ValueError` names it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the figures")
+    ledger_p = out / LEDGER
+    ledger = read_json(ledger_p) if ledger_p.exists() else None
+    if ledger is not None and not isinstance(ledger, dict):
+        raise ValueError(f"{ledger_p} is not m1's record of the files it wrote: move it away")
+    foreign = []
+    for f in files:
+        t = out / f.name
+        if t.is_dir():
+            foreign.append(t)
+        elif t.exists() and t.read_bytes() != f.read_bytes():
+            ours = ledger.get(f.name) == _sha(t) if ledger is not None else legacy_ok
+            if not ours:
+                foreign.append(t)
+    if foreign:
+        raise ValueError(f"{foreign[0]} was not written by m1 (or was changed since){f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}: "
+                         f"move it away or give another --out; nothing was written")
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = dict(ledger or {})
+    moved = []
+    for f in files:
+        ledger[f.name] = _sha(f)
+        shutil.move(str(f), str(out / f.name))
+        moved.append(out / f.name)
+    write_json(ledger_p, ledger)
+    return moved
+
 
 def figures_main(argv: list[str] | None = None) -> int:
-    "`m1 figures [--work DIR] [--out DIR]`: redraw every figure and table from a run's saved results."
+    "`m1 figures [--profile P] [--work DIR] [--out DIR]`: redraw every figure and table from a run's saved results."
     import argparse
-    from m1.figures import make_figures
+    import shutil
+    import tempfile
     ap = argparse.ArgumentParser(prog="m1 figures", description="Regenerate the figures and tables of a run.")
     ap.add_argument("--profile", default="tiny", help="whose work dir to read (default tiny)")
     ap.add_argument("--work", default=None, help="work dir (default work/<profile>)")
     ap.add_argument("--out", default=None, help="output folder (default figures/)")
     a = ap.parse_args(argv)
-    written = make_figures(a.work or default_work(a.profile), a.out)
+    if a.work is None:
+        load_profile(a.profile)                         # an unknown profile is named, not its missing work dir
+    work = Path(a.work or default_work(a.profile))
+    if not work.is_dir():
+        raise ValueError(f"--work {work}: {'not a folder' if work.exists() else 'no such folder'}; give the work dir "
+                         f"of a run (m1 reproduce writes work/<profile>)")
+    from m1.figures import figures_dir, make_figures
+    default = figures_dir() if a.out is None else None
+    out = Path(a.out) if a.out is not None else default
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the figures")
+    tmp = Path(tempfile.mkdtemp(prefix=".m1-figures-", dir=out.parent if out.parent.exists() else None))
+    try:
+        written = make_figures(work, tmp)
+        if not written:
+            raise ValueError(f"--work {work}: nothing to draw (no eval results and no stage outputs): run "
+                             "`m1 reproduce` or `m1 eval` first")
+        files = sorted({Path(p) for ps in written.values() for p in ps})
+        install_outputs(files, out, legacy_ok=out == default)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     for k, v in written.items():
-        print(f"{k}: {', '.join(v)}")
+        print(f"{k}: {', '.join(str(out / Path(p).name) for p in v)}")
     return 0

@@ -11,19 +11,28 @@ from .core import ANSWER_START, IM_END, THINK_START, think_completion
 from .data import LETTERS, render_prompt
 
 # %% auto #0
-__all__ = ['sft_answer', 'completion_text', 'format_sft', 'build_sft_data', 'length_stats', 'sft_data_stage', 'plot_lengths']
+__all__ = ['ANSWER_PREFIX_RULES', 'sft_answer', 'completion_text', 'format_sft', 'build_sft_data', 'length_stats',
+           'sft_data_stage', 'plot_lengths']
 
 # %% ../nbs/08_sft_data.ipynb #845c75e9
-def sft_answer(attempt: str) -> str:
-    "m1's answer part: the teacher's answer, with 'Answer: ' put in front unless it already starts with it."
-    a = (attempt or "").strip()
-    return a if a.startswith("Answer:") else f"Answer: {a}"
+ANSWER_PREFIX_RULES = ("anywhere", "start")
 
 
-def completion_text(row: dict, empty_reasoning: str = "keep") -> str | None:
+def sft_answer(attempt: str, rule: str = "anywhere") -> str:
+    "m1's answer part: 'Answer: ' in front unless 'Answer:' occurs anywhere in it (`rule='start'`: at its start)."
+    a = attempt or ""
+    if rule == "anywhere":
+        return (a if "Answer:" in a else "Answer: " + a).strip()
+    if rule == "start":
+        a = a.strip()
+        return a if a.startswith("Answer:") else f"Answer: {a}"
+    raise ValueError(f"sft_data.answer_prefix must be one of {ANSWER_PREFIX_RULES} ('anywhere' is m1's), got {rule!r}")
+
+
+def completion_text(row: dict, empty_reasoning: str = "keep", answer_prefix: str = "anywhere") -> str | None:
     "The assistant turn (think format + `<|im_end|>`) of one row; None when the row is to be dropped."
-    reasoning, attempt = (row.get("reasoning") or "").strip(), (row.get("attempt") or "").strip()
-    if not attempt:
+    reasoning, attempt = (row.get("reasoning") or "").strip(), row.get("attempt") or ""
+    if not attempt.strip():
         raise ValueError(f"row {row.get('id')!r}: empty `attempt`; the filter stage keeps only graded answers")
     if not reasoning:
         if empty_reasoning == "drop":
@@ -32,16 +41,17 @@ def completion_text(row: dict, empty_reasoning: str = "keep") -> str | None:
             from m1.grade import grade
             pred = row.get("pred") or grade(attempt, row)["pred"]
             if pred is None:
-                raise ValueError(f"row {row.get('id')!r}: no option can be read from the answer {attempt[:80]!r}")
-            reasoning, attempt = attempt, f"Answer: {pred}. {row['options'][LETTERS.index(pred)]}"
+                raise ValueError(f"row {row.get('id')!r}: no option can be read from the answer {attempt.strip()[:80]!r}")
+            reasoning, attempt = attempt.strip(), f"Answer: {pred}. {row['options'][LETTERS.index(pred)]}"
         elif empty_reasoning != "keep":
             raise ValueError(f"sft_data.empty_reasoning must be 'keep', 'drop' or 'attempt', got {empty_reasoning!r}")
-    return think_completion(reasoning, sft_answer(attempt)) + IM_END
+    return think_completion(reasoning, sft_answer(attempt, answer_prefix)) + IM_END
 
 # %% ../nbs/08_sft_data.ipynb #5fc43a9e
-def format_sft(row: dict, tok, instruction: str | None = None, empty_reasoning: str = "keep") -> dict | None:
+def format_sft(row: dict, tok, instruction: str | None = None, empty_reasoning: str = "keep",
+               answer_prefix: str = "anywhere") -> dict | None:
     "{'prompt', 'completion', 'text'} for one row in `tok`'s chat template; None when the row is dropped."
-    comp = completion_text(row, empty_reasoning)
+    comp = completion_text(row, empty_reasoning, answer_prefix)
     if comp is None:
         return None
     prompt = tok.apply_chat_template([{"role": "user", "content": render_prompt(row, instruction)}],
@@ -54,19 +64,21 @@ def _ntok(tok, texts: list[str]) -> list[int]:
 
 
 def build_sft_data(ds: Dataset, tok, instruction: str | None = None, empty_reasoning: str = "keep",
-                   ) -> tuple[Dataset, dict]:
+                   answer_prefix: str = "anywhere") -> tuple[Dataset, dict]:
     "Format every row (prompt/completion/text) and count tokens; returns (dataset, statistics)."
     from m1.models import check_chatml
     check_chatml(tok)
+    sft_answer("", answer_prefix)                 # an unknown rule fails before any row is formatted
     if missing := {"question", "options", "answer", "reasoning", "attempt"} - set(ds.column_names):
         raise ValueError(f"sft_data needs the columns {sorted(missing)}; the dataset has {ds.column_names}")
-    rows, dropped, from_attempt = [], 0, 0
+    rows, dropped, from_attempt, kept_as_is = [], 0, 0, 0
     for r in ds:
-        f = format_sft(r, tok, instruction, empty_reasoning)
+        f = format_sft(r, tok, instruction, empty_reasoning, answer_prefix)
         if f is None:
             dropped += 1
             continue
         from_attempt += empty_reasoning == "attempt" and not (r.get("reasoning") or "").strip()
+        kept_as_is += not f["completion"].split(ANSWER_START, 1)[1].startswith("Answer: ")
         rows.append({**r, **f})
     if not rows:
         cols = list(ds.column_names) + ["prompt", "completion", "text", "reasoning_tokens", "completion_tokens_sft",
@@ -78,7 +90,9 @@ def build_sft_data(ds: Dataset, tok, instruction: str | None = None, empty_reaso
         r.update(reasoning_tokens=n_r, completion_tokens_sft=n_c, total_tokens=n_t)
     out = Dataset.from_list(rows)
     stats = {"rows": len(out), "dropped_empty_reasoning": dropped, "reasoning_from_attempt": int(from_attempt),
-             "instruction": instruction, "reasoning_tokens": length_stats(out["reasoning_tokens"]),
+             "instruction": instruction, "answer_prefix": answer_prefix,
+             "answer_not_starting_with_prefix": int(kept_as_is),
+             "reasoning_tokens": length_stats(out["reasoning_tokens"]),
              "total_tokens": length_stats(out["total_tokens"])}
     return out, stats
 
@@ -94,7 +108,8 @@ def length_stats(x) -> dict:
 
 def sft_data_stage(ds: Dataset, cfg: dict, tok) -> Dataset:
     "The pipeline stage: `build_sft_data` with the profile's `sft_data` section and the target tokenizer."
-    return build_sft_data(ds, tok, cfg.get("instruction"), cfg.get("empty_reasoning", "keep"))[0]
+    return build_sft_data(ds, tok, cfg.get("instruction"), cfg.get("empty_reasoning", "keep"),
+                          cfg.get("answer_prefix", "anywhere"))[0]
 
 # %% ../nbs/08_sft_data.ipynb #94b3e6bf
 def plot_lengths(ds: Dataset, title: str = "SFT data"):
