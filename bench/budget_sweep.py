@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     budgets = [int(b) for b in a.budgets.split(",")] if a.budgets else ([16, 32, 64, 128] if a.quick else [32, 64, 128, 256])
     answer_tokens = a.answer_tokens or (16 if a.quick else 32)
 
-    from m1.budget import TransformersBackend
+    from m1.engine import TransformersBackend
     from m1.core import write_json
     from m1.models import load_model
     model, tok = load_model()

@@ -3,8 +3,8 @@
 Reliability. A real llama.cpp server (the `xllamacpp` wheel) serves the embedded SmolLM2-135M on loopback
 with one slot and no prompt cache, so that greedy and seeded answers do not depend on what ran alongside
 (llama.cpp's batching and prompt-state reuse flip near-ties otherwise). An uninterrupted, fault-free
-`m1.distill.run_stage` gives the reference dataset. Then the same configuration runs in a subprocess that
-talks to the server through `m1.client.FaultProxy` (429 with Retry-After, 500, timeouts, truncated bodies,
+`m1.distill.distill_run` gives the reference dataset. Then the same configuration runs in a subprocess that
+talks to the server through `FaultProxy` (tests/fault_servers.py) (429 with Retry-After, 500, timeouts, truncated bodies,
 broken JSON, dropped connections, on a seeded schedule) and is SIGKILLed `--kills` times after a seeded
 number of new answers, then run to completion. Reported:
 
@@ -40,9 +40,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))   # FaultProxy is a test tool (tests/fault_servers.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "distill.json"
-JOB = "import json, sys; from m1.distill import run_stage; run_stage(sys.argv[1], json.loads(sys.argv[2]), progress=False)"
+JOB = "import json, sys; from m1.distill import distill_run; distill_run(sys.argv[1], json.loads(sys.argv[2]), progress=False)"
 
 
 def row_key(r: dict) -> tuple:
@@ -50,10 +52,11 @@ def row_key(r: dict) -> tuple:
 
 
 def reliability(n_questions: int, kills: int, max_tokens: int, fault_rate: float, seed: int) -> dict:
-    from m1.client import FaultProxy, start_server
+    from fault_servers import FaultProxy
+    from m1.serve import start_server
     from m1.core import JsonlStore, load_stage, save_stage
     from m1.data import load_pool
-    from m1.distill import cache_file, model_calls, run_stage
+    from m1.distill import cache_file, distill_run, model_calls
 
     questions = load_pool("medqa_train").select(range(n_questions))
     scratch = Path(tempfile.mkdtemp(prefix="m1-bench-distill-"))
@@ -71,7 +74,7 @@ def reliability(n_questions: int, kills: int, max_tokens: int, fault_rate: float
                "max_retries": 12, "timeout": 30, "server": {"backend": "external", "base_urls": [srv.base_url]}}
         expected = n_questions * sum(c.samples for c in model_calls(cfg, cfg["small_models"]))
         t0 = time.time()
-        ref, _ = run_stage(ref_dir, cfg, progress=False)
+        ref, _ = distill_run(ref_dir, cfg, progress=False)
         t_ref = time.time() - t0
         with FaultProxy(srv.base_url, plan, seed=seed, retry_after=0.5, hang=35) as px:
             fcfg = {**cfg, "server": {"backend": "external", "base_urls": [px.base_url]}}
@@ -92,7 +95,7 @@ def reliability(n_questions: int, kills: int, max_tokens: int, fault_rate: float
                     done_kills += 1
                 p.wait()
                 cached_before_kills |= {r["key"] for r in store.read()}
-            out, report = run_stage(run_dir, fcfg, progress=False)
+            out, report = distill_run(run_dir, fcfg, progress=False)
             t_faulty = time.time() - t0
             injected, proxied = dict(px.injected), px.requests
         final_keys = [row_key(r) for r in out]
@@ -114,7 +117,9 @@ def reliability(n_questions: int, kills: int, max_tokens: int, fault_rate: float
 
 
 def throughput(n_requests: int, max_tokens: int, concurrency: int = 4, latency: float = 1.0) -> dict:
-    from m1.client import ChatClient, FaultProxy, start_server
+    from fault_servers import FaultProxy
+    from m1.client import ChatClient
+    from m1.serve import start_server
     from m1.data import load_pool, render_prompt
     qs = load_pool("medqa_train").select(range(100, 100 + n_requests))
     prompts = [render_prompt(r, "prefix") for r in qs]

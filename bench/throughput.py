@@ -1,7 +1,7 @@
 """Benchmark: decoding throughput of the budget-forcing engine versus `model.generate` one question at a time.
 
 m1's README answers questions by calling `model.generate` on one prompt at a time. The engine
-(`m1.budget.TransformersBackend`) decodes many sequences together: length-sorted batches with left padding,
+(`m1.engine.TransformersBackend`) decodes many sequences together: length-sorted batches with left padding,
 a KV cache, prefill that applies the LM head to the last position only, and rows retired from the batch (and
 the cache) as soon as they are done. Both sides decode exactly `--tokens` new tokens per question (the stop
 markers are masked, `min_new_tokens` for `generate`), greedy, fp32, on the same real questions from
@@ -71,7 +71,8 @@ def main(argv=None) -> dict:
     bs = a.batch_size or (16 if a.quick else 64)
 
     import torch
-    from m1.budget import TransformersBackend, chat_prompt_ids, set_threads
+    from m1.backend import chat_prompt_ids
+    from m1.engine import TransformersBackend, set_threads
     from m1.core import write_json
     from m1.data import load_eval, render_prompt
     from m1.models import load_model

@@ -3,336 +3,15 @@
 # %% ../nbs/10_budget.ipynb #8de38390
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
-import re
-import sys
-import threading
-import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
-from .core import ANSWER_FORCED, IM_END, IM_START, THINK_START, WAIT
+from .backend import (ANSWER_MARK, COT_INSTRUCTION, SCORERS, Backend, BudgetResult, Continuation,  # noqa: F401
+                        chat_prompt_ids, direct, grade_result, read_inputs, worse_via)  # direct: m1's baseline rows
+from .core import ANSWER_FORCED, IM_END, IM_START, WAIT
 
 # %% auto #0
-__all__ = ['WAIT_SPACINGS', 'ANSWER_MARK', 'SCORERS', 'COT_INSTRUCTION', 'MODES', 'Continuation', 'row_seed', 'Backend',
-           'set_threads', 'PrefixCache', 'TransformersBackend', 'chat_prompt_ids', 'wait_ids', 'worse_via', 'Trace',
-           'think', 'BudgetResult', 'parse_mcq', 'answer_head', 'budget_force', 'direct', 'derive', 'budget_sweep',
-           'reply_ids', 'server_error', 'OpenAIBackend', 'make_backend', 'ask', 'print_result', 'ask_main']
-
-# %% ../nbs/10_budget.ipynb #3618fa6a
-@dataclass
-class Continuation:
-    "What a backend generated for one sequence."
-    tokens: list[int]                 # new tokens, without the stop marker
-    text: str                         # their text
-    stop_reason: str                  # "stop" (a stop marker was generated) or "length" (limit reached)
-    stop_token: int | None = None     # the marker that stopped it, when the backend knows
-    decoded: int = 0                  # tokens the backend generated (the stop marker included)
-    via: str = "local"                # how it continued: "local" (in process), "token_ids" (a server, from the ids
-                                      # it returned), "retokenized" (a server's text, tokenized again), "" (nothing)
-
-
-def row_seed(seed: int | None, seq: Sequence[int]) -> int:
-    "A 63-bit seed for one row from the call's seed and the row's tokens (batch- and order-independent)."
-    h = hashlib.blake2b(repr((seed, len(seq))).encode(), digest_size=8)
-    h.update(bytes(memoryview(_as_array(seq))))
-    return int.from_bytes(h.digest(), "little") >> 1
-
-
-def _as_array(seq):
-    import array
-    return array.array("q", seq)
-
-
-class Backend:
-    """The interface budget forcing needs. Subclasses implement `_continue`; `continue_` validates and counts.
-    `tok` is the model's tokenizer: every count is in its tokens."""
-    tok = None
-    temperature: float = 0.0
-
-    def __init__(self):
-        self.decoded_tokens = 0       # running total of generated tokens (benchmarks read it)
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def stop_ids(self, stop: Iterable[str]) -> list[int]:
-        "Token ids of stop markers (each must be a single token)."
-        out = []
-        for s in stop:
-            ids = self.tok.encode(s, add_special_tokens=False)
-            if len(ids) != 1:
-                raise ValueError(f"stop marker {s!r} is {len(ids)} tokens for this tokenizer; stop markers must be "
-                                 "single (special) tokens — see m1.models.check_chatml")
-            out.append(ids[0])
-        return out
-
-    def continue_(self, seqs: Sequence[Sequence[int]], max_new: int | Sequence[int],
-                  stop: Sequence[str] = (IM_START, IM_END), min_new: int | Sequence[int] = 0,
-                  seed: int | None = None, desc: str | None = None) -> list[Continuation]:
-        """Continue each token sequence for at most `max_new` tokens (per sequence or one for all), stopping at
-        the `stop` markers (masked until `min_new` new tokens exist)."""
-        seqs = [list(s) for s in seqs]
-        n = len(seqs)
-        mx = [int(max_new)] * n if isinstance(max_new, int) else [int(m) for m in max_new]
-        mn = [int(min_new)] * n if isinstance(min_new, int) else [int(m) for m in min_new]
-        if len(mx) != n or len(mn) != n:
-            raise ValueError(f"{n} sequences but {len(mx)} max_new and {len(mn)} min_new values")
-        if any(m < 0 for m in mx):
-            raise ValueError(f"max_new must be >= 0, got {min(mx)}")
-        if any(not s for s in seqs):
-            raise ValueError("cannot continue an empty sequence")
-        mn = [min(a, b) for a, b in zip(mn, mx)]
-        out = self._continue(seqs, mx, list(stop), mn, seed, desc) if n else []
-        with self._lock:
-            self.calls += 1
-            self.decoded_tokens += sum(c.decoded for c in out)
-        for c, m in zip(out, mx):
-            assert len(c.tokens) <= m, f"backend returned {len(c.tokens)} tokens for a limit of {m}"
-        return out
-
-    def _continue(self, seqs, max_new, stop, min_new, seed, desc) -> list[Continuation]:
-        raise NotImplementedError
-
-# %% ../nbs/10_budget.ipynb #a2c3cf84
-def set_threads(threads: int | str | None = "auto") -> int:
-    """Set torch's intra-op threads: an int, None (leave torch's choice) or "auto": the cores not already busy
-    (1-minute load average of the machine), at least 1. On a shared machine this matters a lot: OpenMP threads
-    that compete with other processes for the same cores spin and wait, and two threads on two busy cores can be
-    several times slower than one."""
-    import torch
-    if threads is None:
-        return torch.get_num_threads()
-    if threads == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        threads = max(1, min(cores, int(cores - busy + 0.5)))
-    torch.set_num_threads(int(threads))
-    return int(threads)
-
-
-class PrefixCache:
-    "Keys/values of finished sequences, reused for the longest common prefix of a later sequence (LRU, bounded)."
-
-    def __init__(self, max_mb: float = 1024):
-        from collections import OrderedDict
-        self.max_bytes = int(max_mb * 2 ** 20)
-        self.entries: "OrderedDict[int, tuple]" = OrderedDict()   # id -> (tokens array, [(k, v) per layer], bytes)
-        self.bytes, self._next = 0, 0
-        self.hits = self.reused_tokens = self.lookups = 0
-
-    def lookup(self, seq: Sequence[int]) -> tuple[int, list | None]:
-        "(n, per-layer (k, v) of the first n tokens) for the longest kept prefix of `seq`, at most len(seq) - 1."
-        import numpy as np
-        self.lookups += 1
-        q = np.asarray(seq, dtype=np.int64)
-        best, best_id = 0, None
-        for eid, (toks, _, _) in self.entries.items():
-            n = min(len(toks), len(q) - 1)
-            if n <= best:
-                continue
-            eq = toks[:n] == q[:n]
-            lcp = n if eq.all() else int(eq.argmin())
-            if lcp > best:
-                best, best_id = lcp, eid
-        if best_id is None:
-            return 0, None
-        self.entries.move_to_end(best_id)
-        self.hits += 1
-        self.reused_tokens += best
-        return best, self.entries[best_id][1]
-
-    def add(self, tokens: Sequence[int], kv: list) -> None:
-        "Keep the keys/values `kv` (per layer, each (heads, len, dim)) of `tokens`."
-        import numpy as np
-        if self.max_bytes <= 0 or not tokens:
-            return
-        t = np.asarray(tokens, dtype=np.int64)
-        for eid, (toks, _, nb) in list(self.entries.items()):
-            if len(toks) >= len(t) and (toks[:len(t)] == t).all():
-                self.entries.move_to_end(eid)       # already covered by a longer entry
-                return
-            if len(toks) < len(t) and (t[:len(toks)] == toks).all():
-                del self.entries[eid]               # the new entry covers this one
-                self.bytes -= nb
-        nb = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
-        self.entries[self._next] = (t, kv, nb)
-        self._next += 1
-        self.bytes += nb
-        while self.bytes > self.max_bytes and len(self.entries) > 1:
-            _, (_, _, old) = self.entries.popitem(last=False)
-            self.bytes -= old
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
-
-
-class TransformersBackend(Backend):
-    "In-process batched generation with a KV cache and a prefix cache; greedy (`temperature=0`) or seeded sampling."
-
-    def __init__(self, model, tok, batch_size: int = 16, temperature: float = 0.0, top_p: float = 1.0,
-                 threads: int | str | None = "auto", prefix_cache_mb: float = 1024, progress: bool = False):
-        super().__init__()
-        from m1.models import check_chatml
-        check_chatml(tok)
-        self.model, self.tok = model, tok
-        self.batch_size, self.temperature, self.top_p, self.progress = int(batch_size), float(temperature), float(top_p), progress
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.threads = set_threads(threads)
-        self.prefix = PrefixCache(prefix_cache_mb)
-        self.prefilled_tokens = 0      # tokens actually run through prefill (not found in the prefix cache)
-        model.eval()
-
-    def _continue(self, seqs, max_new, stop, min_new, seed, desc):
-        stop_ids = self.stop_ids(stop)
-        hits = [self.prefix.lookup(s) if m > 0 else (0, None) for s, m in zip(seqs, max_new)]
-        order = sorted(range(len(seqs)), key=lambda i: -(len(seqs[i]) - hits[i][0]))
-        out: list[Continuation | None] = [None] * len(seqs)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=sum(max_new), desc=desc or "decode", unit="tok", leave=False)
-        for k in range(0, len(order), self.batch_size):
-            idx = order[k:k + self.batch_size]
-            res = self._batch([seqs[i] for i in idx], [max_new[i] for i in idx], stop_ids,
-                              [min_new[i] for i in idx], seed, bar, [hits[i] for i in idx])
-            for i, c in zip(idx, res):
-                out[i] = c
-        if bar is not None:
-            bar.close()
-        return out
-
-    def _pick(self, logits, gens):
-        "Next token per row: argmax, or a sample from each row's own generator."
-        import torch
-        if self.temperature <= 0:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits.float() / self.temperature, -1)
-        if self.top_p < 1.0:
-            sp, si = probs.sort(-1, descending=True)
-            cut = sp.cumsum(-1) - sp > self.top_p
-            sp[cut] = 0
-            probs = torch.zeros_like(probs).scatter_(-1, si, sp)
-        return torch.stack([torch.multinomial(probs[j], 1, generator=g)[0] for j, g in enumerate(gens)])
-
-    def _prefill(self, seqs, hits):
-        "Build the batch's KV cache from the prefix cache, prefill the rest; returns (cache, mask, logits, next pos)."
-        import torch
-        from transformers import DynamicCache
-        dev = self.model.device
-        B = len(seqs)
-        c = [n for n, _ in hits]
-        P, R = max(c), max(len(s) - n for s, n in zip(seqs, c))
-        cache = DynamicCache(config=self.model.config)
-        mask_c = torch.zeros((B, P), dtype=torch.long)
-        if P:
-            kv0 = next(kv for _, kv in hits if kv is not None)
-            for layer, (k0, v0) in enumerate(kv0):
-                K = k0.new_zeros((B, k0.shape[0], P, k0.shape[2]))
-                V = v0.new_zeros((B, v0.shape[0], P, v0.shape[2]))
-                for j, (n, kv) in enumerate(hits):
-                    if n:
-                        K[j, :, P - n:] = kv[layer][0][:, :n]
-                        V[j, :, P - n:] = kv[layer][1][:, :n]
-                cache.update(K.to(dev), V.to(dev), layer)
-            for j, n in enumerate(c):
-                mask_c[j, P - n:] = 1
-        ids = torch.full((B, R), self.pad_id, dtype=torch.long)
-        mask_i = torch.zeros((B, R), dtype=torch.long)
-        pos = torch.zeros((B, R), dtype=torch.long)
-        for j, (s, n) in enumerate(zip(seqs, c)):
-            r = len(s) - n
-            ids[j, R - r:] = torch.tensor(s[n:])
-            mask_i[j, R - r:] = 1
-            pos[j, R - r:] = torch.arange(n, len(s))
-        self.prefilled_tokens += sum(len(s) - n for s, n in zip(seqs, c))
-        mask = torch.cat([mask_c, mask_i], 1).to(dev)
-        logits = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev),
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-        nxt = torch.tensor([len(s) for s in seqs], dtype=torch.long, device=dev)
-        return cache, mask, logits, nxt
-
-    def _keep(self, cache, mask, j, tokens):
-        "Put row j's keys/values (pads removed) into the prefix cache under `tokens`."
-        if self.prefix.max_bytes <= 0:
-            return
-        cols = mask[j].bool()
-        kv = [(layer.keys[j][:, cols].clone(), layer.values[j][:, cols].clone()) for layer in cache.layers]
-        assert kv[0][0].shape[1] == len(tokens)
-        self.prefix.add(tokens, kv)
-
-    def _batch(self, seqs, max_new, stop_ids, min_new, seed, bar, hits):
-        import torch
-        B = len(seqs)
-        new: list[list[int]] = [[] for _ in range(B)]
-        reason: list[str | None] = [None] * B
-        stop_tok: list[int | None] = [None] * B
-        live = [i for i in range(B) if max_new[i] > 0]
-        for i in range(B):
-            if max_new[i] <= 0:
-                reason[i] = "length"
-        if live:
-            dev = self.model.device
-            gens = []
-            if self.temperature > 0:
-                for i in live:
-                    g = torch.Generator(device=dev)
-                    g.manual_seed(row_seed(seed, seqs[i]))
-                    gens.append(g)
-            stop_t = torch.tensor(stop_ids, dtype=torch.long, device=dev)
-            with torch.inference_mode():
-                cache, mask, logits, nxt = self._prefill([seqs[i] for i in live], [hits[i] for i in live])
-                while live:
-                    masked = [j for j, i in enumerate(live) if len(new[i]) < min_new[i]]
-                    if masked and len(stop_ids):
-                        rows = torch.tensor(masked, device=dev)
-                        logits[rows[:, None], stop_t[None, :]] = float("-inf")
-                    picked = self._pick(logits, gens).tolist()
-                    keep = []
-                    for j, (i, t) in enumerate(zip(live, picked)):
-                        nfed = len(new[i])                 # the cache holds seqs[i] + new[i][:nfed]
-                        if t in stop_ids:
-                            reason[i], stop_tok[i] = "stop", t
-                        else:
-                            new[i].append(t)
-                            if len(new[i]) >= max_new[i]:
-                                reason[i] = "length"
-                            else:
-                                keep.append(j)
-                                continue
-                        self._keep(cache, mask, j, seqs[i] + new[i][:nfed])
-                    if bar is not None:
-                        bar.update(len(live))
-                    if not keep:
-                        break
-                    if len(keep) < len(live):
-                        sel = torch.tensor(keep, device=dev)
-                        cache.batch_select_indices(sel)
-                        mask, nxt = mask[sel], nxt[sel]
-                        gens = [gens[j] for j in keep] if gens else gens
-                        picked = [picked[j] for j in keep]
-                        live = [live[j] for j in keep]
-                    tok_in = torch.tensor(picked, dtype=torch.long, device=dev)[:, None]
-                    mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
-                    logits = self.model(input_ids=tok_in, attention_mask=mask, position_ids=nxt[:, None],
-                                        past_key_values=cache, use_cache=True).logits[:, -1]
-                    nxt = nxt + 1
-        return [Continuation(new[i], self.tok.decode(new[i]), reason[i], stop_tok[i],
-                             len(new[i]) + (reason[i] == "stop")) for i in range(B)]
-
-# %% ../nbs/10_budget.ipynb #b2b010f5
-def chat_prompt_ids(tok, user: str, think: bool = True) -> list[int]:
-    """Token ids of the chat template (with generation prompt) for `user`, then `<|im_start|>think\\n`
-    (`think=False`: the plain chat prompt of m1's baseline rows)."""
-    text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
-    return tok.encode(text + (THINK_START if think else ""), add_special_tokens=False)
-
+__all__ = ['WAIT_SPACINGS', 'wait_ids', 'Trace', 'think', 'answer_head', 'budget_force', 'derive', 'budget_sweep']
 
 # %% ../nbs/10_budget.ipynb #4c122db9
 WAIT_SPACINGS = ("m1", "word")
@@ -349,16 +28,7 @@ def wait_ids(tok, thinking: str, spacing: str = "m1") -> list[int]:
         raise ValueError(f"wait_spacing must be one of {WAIT_SPACINGS}, got {spacing!r}")
     return tok.encode(s, add_special_tokens=False)
 
-
 # %% ../nbs/10_budget.ipynb #7629c319
-_VIA = ("", "local", "token_ids", "retokenized")   # how a sample was continued, from exact to least exact
-
-
-def worse_via(a: str, b: str) -> str:
-    "The less exact of two continuation kinds: a sample is only as token-exact as its least exact step."
-    return max(a, b, key=_VIA.index)
-
-
 @dataclass
 class Trace:
     "The thinking of one sample: segments of generated tokens, each followed by a Wait or the end."
@@ -378,7 +48,7 @@ class Trace:
     def stopped(self) -> str:
         return "self" if self.segments and self.segments[-1][1] == "stop" else "budget"
 
-
+# %% ../nbs/10_budget.ipynb #2fb12d96
 def think(backend: Backend, prompt_ids: list[list[int]], budget: int, waits: int = 0, min_thinking: int = 0,
           seed: int | None = None, wait_spacing: str = "m1") -> list[Trace]:
     "Thinking phase of budget forcing for many prompts: at most `budget` thinking tokens each (Waits included)."
@@ -412,114 +82,23 @@ def think(backend: Backend, prompt_ids: list[list[int]], budget: int, waits: int
         active, rnd = nxt, rnd + 1
     return traces
 
-
-# %% ../nbs/10_budget.ipynb #6460ef90
-ANSWER_MARK = IM_START + "answer"      # m1's marker after a thinking that stopped by itself (the model writes the newline)
-
-
-@dataclass
-class BudgetResult:
-    "One sample's budget-forcing (or baseline) outcome."
-    prompt: str
-    budget: int                       # thinking budget (baseline modes: the generation limit)
-    waits: int
-    thinking: str
-    thinking_tokens: int
-    answer: str
-    answer_tokens: int
-    waits_used: int
-    stopped: str                      # "self" (stopped thinking by itself) or "budget" (forced to answer)
-    answer_stop: str = "stop"         # how the answer ended: "stop" (end of turn) or "length"
-    decoded_tokens: int = 0           # tokens generated for this sample (thinking + markers + answer)
-    id: str | None = None
-    pred: str | None = None
-    correct: bool | None = None
-    grade_method: str | None = None
-    thinking_ids: list = field(default_factory=list, repr=False)
-    answer_ids: list = field(default_factory=list, repr=False)
-    mode: str = "budget"              # "budget" (think/answer forcing), "plain" or "cot" (m1's baseline rows)
-    continuation: str = "local"       # "local", "token_ids" or "retokenized" (see Continuation.via)
-    newline_added: bool = False       # m1 ended the thinking with "\n" before the answer marker
-    head_tokens: int = 0              # tokens between thinking and answer: that newline and the answer marker
-    total_tokens: int = 0             # m1's num_gen_tokens: thinking + head + answer tokens
-    scorer: str | None = None         # the scorer that set pred/correct ("strict" or "m1")
-
-    @property
-    def text(self) -> str:
-        "The whole assistant text as the model saw it: think marker, thinking, answer marker, answer."
-        if self.mode != "budget":
-            return self.answer
-        nl = "\n" if self.newline_added else ""
-        forced = "\n" if self.stopped == "budget" else ""    # the forced marker ends "answer\n"; answer = "Final Answer:..."
-        return f"{THINK_START}{self.thinking}{nl}{ANSWER_MARK}{forced}{self.answer}"
-
-    def to_dict(self, ids: bool = False) -> dict:
-        d = asdict(self)
-        if not ids:
-            d.pop("thinking_ids"); d.pop("answer_ids")
-        return d
-
-    def __getitem__(self, k):          # records read like dicts too
-        return getattr(self, k)
-
-
-# %% ../nbs/10_budget.ipynb #d659dc0d
-_OPT = re.compile(r"^\s*\(?([A-Z])[\.\):]\s+(.+?)\s*$")
-
-
-def parse_mcq(text: str) -> dict | None:
-    "A question whose last lines are lettered options A, B, C... -> a row {question, options, answer=None}; else None."
-    lines = [l for l in text.strip().split("\n")]
-    k = len(lines)
-    while k > 0 and _OPT.match(lines[k - 1]):
-        k -= 1
-    letters = [_OPT.match(l).group(1) for l in lines[k:]]
-    if len(letters) < 2 or letters != [chr(65 + i) for i in range(len(letters))] or k == 0:
-        return None
-    q = "\n".join(lines[:k]).strip()
-    return {"question": q, "options": [_OPT.match(l).group(2) for l in lines[k:]], "answer": None} if q else None
-
-
-def _inputs(xs, suffix: str | None = None) -> list[tuple[str, dict | None]]:
-    "(user prompt, row or None) per input; a row's prompt: question, options, then `suffix` (default: the boxed instruction)."
-    from m1.data import BOXED_INSTRUCTION, format_question
-    suffix = BOXED_INSTRUCTION if suffix is None else suffix
-    out = []
-    for i, x in enumerate(xs):
-        if isinstance(x, str):
-            if not x.strip():
-                raise ValueError(f"input {i} is an empty prompt")
-            out.append((x, None))
-        elif isinstance(x, dict) or hasattr(x, "keys"):
-            x = dict(x)
-            if "question" not in x or "options" not in x:
-                raise ValueError(f"input {i} is a dict without 'question' and 'options': not a schema row "
-                                 f"(keys: {sorted(x)})")
-            out.append((f"{format_question(x)}\n{suffix}", x))
-        else:
-            raise TypeError(f"input {i}: expected a schema row (dict) or a prompt string, got {type(x).__name__}")
-    return out
-
 # %% ../nbs/10_budget.ipynb #3c2166ea
-SCORERS = ("strict", "m1")
-
-
 def _check(budget, waits, answer_tokens, min_thinking=0, name="budget", scorer="strict", wait_spacing="m1"):
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+    "A one-line ValueError for the first bad budget-forcing argument."
+    def bad(v, lo): return isinstance(v, bool) or not isinstance(v, int) or v < lo
+    if bad(budget, 1):
         raise ValueError(f"{name} must be a positive number of thinking tokens, got {budget!r} "
                          "(e.g. 256; m1 uses 128 ... 16384)")
-    if isinstance(waits, bool) or not isinstance(waits, int) or waits < 0:
-        raise ValueError(f"waits must be a non-negative integer, got {waits!r}")
-    if isinstance(answer_tokens, bool) or not isinstance(answer_tokens, int) or answer_tokens <= 0:
-        raise ValueError(f"answer_tokens must be a positive integer, got {answer_tokens!r} (m1 uses 1024)")
-    if isinstance(min_thinking, bool) or not isinstance(min_thinking, int) or min_thinking < 0:
-        raise ValueError(f"min_thinking must be a non-negative integer, got {min_thinking!r}")
+    for what, v, lo, hint in [("waits", waits, 0, "a non-negative integer"), ("answer_tokens", answer_tokens, 1,
+                              "a positive integer"), ("min_thinking", min_thinking, 0, "a non-negative integer")]:
+        if bad(v, lo):
+            raise ValueError(f"{what} must be {hint}, got {v!r}" + (" (m1 uses 1024)" if what == "answer_tokens" else ""))
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     if wait_spacing not in WAIT_SPACINGS:
         raise ValueError(f"wait_spacing must be one of {WAIT_SPACINGS}, got {wait_spacing!r}")
 
-
+# %% ../nbs/10_budget.ipynb #d716eb09
 def answer_head(tok, thinking_ids: list[int], stopped: str) -> tuple[list[int], bool]:
     """(tokens between the thinking and the answer, whether a newline was added), as m1 does it: a newline when the
     thinking does not end with one, then `<|im_start|>answer` (stopped by itself) or the forced `...answer\\nFinal Answer:`."""
@@ -528,7 +107,7 @@ def answer_head(tok, thinking_ids: list[int], stopped: str) -> tuple[list[int], 
     head = (tok.encode("\n", add_special_tokens=False) if nl else []) + tok.encode(marker, add_special_tokens=False)
     return head, nl
 
-
+# %% ../nbs/10_budget.ipynb #ab60220a
 def _answer(backend: Backend, items: list[tuple[list[int], list[int], str]], answer_tokens: int,
             seed) -> list[tuple[list[int], bool, Continuation]]:
     "Answer each (prompt ids, thinking ids, stopped): (head, newline added, answer); identical sequences decoded once."
@@ -540,25 +119,10 @@ def _answer(backend: Backend, items: list[tuple[list[int], list[int], str]], ans
     conts = backend.continue_([list(s) for s in uniq], answer_tokens, stop=(IM_END, IM_START), seed=seed, desc="answer")
     return [(h, nl, conts[uniq[tuple(s)]]) for (h, nl), s in zip(heads, seqs)]
 
-
-def _grade(r: BudgetResult, row: dict | None, scorer: str) -> BudgetResult:
-    "Fill id, pred, correct and grade_method from the answer text (`m1.grade.grade`; only the chosen letter without gold)."
-    if row is None:
-        return r
-    r.id, r.scorer = row.get("id"), scorer
-    if row.get("answer") is not None:
-        from m1.grade import grade
-        g = grade(r.answer, row, scorer=scorer)
-        r.pred, r.correct, r.grade_method = g["pred"], g["correct"], g["method"]
-    else:
-        from m1.grade import extract_answer
-        ex = extract_answer(r.answer, row["options"])
-        r.pred, r.grade_method = ex.letter, ex.method
-    return r
-
-
+# %% ../nbs/10_budget.ipynb #b1f35f57
 def _result(backend, user, row, budget, waits, trace_ids, stopped, waits_used, answered, decoded, via,
             scorer) -> BudgetResult:
+    "A graded `BudgetResult` from a thinking (ids, how it stopped, Waits) and its answer (head, newline, continuation)."
     head, nl, ans = answered
     answer = ("Final Answer:" if stopped == "budget" else "") + ans.text
     r = BudgetResult(prompt=user, budget=budget, waits=waits, thinking=backend.tok.decode(trace_ids),
@@ -567,50 +131,28 @@ def _result(backend, user, row, budget, waits, trace_ids, stopped, waits_used, a
                      decoded_tokens=decoded + ans.decoded, thinking_ids=list(trace_ids), answer_ids=list(ans.tokens),
                      continuation=worse_via(via, ans.via), newline_added=nl, head_tokens=len(head),
                      total_tokens=len(trace_ids) + len(head) + len(ans.tokens))
-    return _grade(r, row, scorer)
+    return grade_result(r, row, scorer)
 
+# %% ../nbs/10_budget.ipynb #8878cd29
+def _prompts(backend: Backend, rows_or_prompts) -> tuple[list, list[list[int]]]:
+    "The inputs (`read_inputs`) and their think-format prompt ids, after checking the tokenizer has m1's markers."
+    from m1.models import check_chatml
+    check_chatml(backend.tok)
+    ins = read_inputs(rows_or_prompts)
+    return ins, [chat_prompt_ids(backend.tok, u) for u, _ in ins]
 
+# %% ../nbs/10_budget.ipynb #7b8c6263
 def budget_force(backend: Backend, rows_or_prompts, budget: int, waits: int = 0, answer_tokens: int = 1024,
                  seed: int | None = None, min_thinking: int = 0, scorer: str = "strict",
                  wait_spacing: str = "m1") -> list[BudgetResult]:
     """m1's budget forcing: think for at most `budget` tokens (Wait tokens included), append "Wait" up to `waits`
     times to samples that stop early, then answer (forced with "Final Answer:" when the budget ran out), grade."""
     _check(budget, waits, answer_tokens, min_thinking, scorer=scorer, wait_spacing=wait_spacing)
-    from m1.models import check_chatml
-    check_chatml(backend.tok)
-    ins = _inputs(rows_or_prompts)
-    pids = [chat_prompt_ids(backend.tok, u) for u, _ in ins]
+    ins, pids = _prompts(backend, rows_or_prompts)
     traces = think(backend, pids, budget, waits, min_thinking, seed, wait_spacing)
     ans = _answer(backend, [(p, t.ids, t.stopped) for p, t in zip(pids, traces)], answer_tokens, seed)
     return [_result(backend, u, row, budget, waits, t.ids, t.stopped, t.waits_used, a, t.decoded, t.via, scorer)
             for (u, row), t, a in zip(ins, traces, ans)]
-
-
-# %% ../nbs/10_budget.ipynb #2bd0a7f9
-COT_INSTRUCTION = "Let's think step by step. Return your final response within \\boxed{}."   # m1's CoT suffix
-
-
-def direct(backend: Backend, rows_or_prompts, max_tokens: int, cot: bool = False, seed: int | None = None,
-           scorer: str = "strict") -> list[BudgetResult]:
-    "m1's baseline rows: the plain chat prompt (`cot`: with the step-by-step suffix), up to `max_tokens` tokens, graded."
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-        raise ValueError(f"max_tokens must be a positive number of tokens, got {max_tokens!r} (m1's baselines: 2048)")
-    if scorer not in SCORERS:
-        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
-    from m1.data import BOXED_INSTRUCTION
-    mode = "cot" if cot else "plain"
-    ins = _inputs(rows_or_prompts, suffix=COT_INSTRUCTION if cot else BOXED_INSTRUCTION)
-    pids = [chat_prompt_ids(backend.tok, u, think=False) for u, _ in ins]
-    conts = backend.continue_(pids, max_tokens, stop=(IM_END,), seed=seed, desc=mode)
-    out = []
-    for (u, row), c in zip(ins, conts):
-        r = BudgetResult(prompt=u, budget=max_tokens, waits=0, thinking="", thinking_tokens=0, answer=c.text,
-                         answer_tokens=len(c.tokens), waits_used=0, stopped="self" if c.stop_reason == "stop" else "budget",
-                         answer_stop=c.stop_reason, decoded_tokens=c.decoded, answer_ids=list(c.tokens), mode=mode,
-                         continuation=c.via, total_tokens=len(c.tokens))
-        out.append(_grade(r, row, scorer))
-    return out
-
 
 # %% ../nbs/10_budget.ipynb #bab133be
 def derive(trace: Trace, b: int, waits: int) -> tuple[list[int], str, int]:
@@ -630,26 +172,21 @@ def derive(trace: Trace, b: int, waits: int) -> tuple[list[int], str, int]:
         return out, "self", wu
     raise AssertionError("trace ended without a stop")
 
-
+# %% ../nbs/10_budget.ipynb #5681381e
 def budget_sweep(backend: Backend, rows_or_prompts, budgets: Sequence[int], waits: int = 0,
                  answer_tokens: int = 1024, shared_prefix: bool = True, seed: int | None = None,
                  min_thinking: int = 0, scorer: str = "strict", wait_spacing: str = "m1") -> dict[int, list[BudgetResult]]:
     """Budget forcing at every budget of a grid. `shared_prefix=True`: think once to the largest budget and
     derive the others (exact under greedy decoding); False: one independent `budget_force` per budget (m1)."""
-    budgets = list(budgets)
-    if not budgets:
+    if not (budgets := list(budgets)):
         raise ValueError("budgets is empty: give at least one thinking budget, e.g. [128, 256, 512]")
     for b in budgets:
-        _check(b, waits, answer_tokens, min_thinking, name=f"every budget (got {b!r} in {budgets})", scorer=scorer,
-               wait_spacing=wait_spacing)
+        _check(b, waits, answer_tokens, min_thinking, f"every budget (got {b!r} in {budgets})", scorer, wait_spacing)
     grid = sorted(set(budgets))
     if not shared_prefix:
         return {b: budget_force(backend, rows_or_prompts, b, waits, answer_tokens, seed, min_thinking, scorer,
                                 wait_spacing) for b in grid}
-    from m1.models import check_chatml
-    check_chatml(backend.tok)
-    ins = _inputs(rows_or_prompts)
-    pids = [chat_prompt_ids(backend.tok, u) for u, _ in ins]
+    ins, pids = _prompts(backend, rows_or_prompts)
     B = grid[-1]
     traces = think(backend, pids, B, waits, min_thinking, seed, wait_spacing)
     cells = [(b, i, *derive(t, b, waits)) if b < B else (b, i, t.ids, t.stopped, t.waits_used)
@@ -657,375 +194,6 @@ def budget_sweep(backend: Backend, rows_or_prompts, budgets: Sequence[int], wait
     ans = _answer(backend, [(pids[i], ids, st) for b, i, ids, st, wu in cells], answer_tokens, seed)
     out: dict[int, list[BudgetResult]] = {b: [] for b in grid}
     for (b, i, ids, st, wu), a in zip(cells, ans):
-        u, row = ins[i]
-        out[b].append(_result(backend, u, row, b, waits, ids, st, wu, a, traces[i].decoded if b == B else 0,
-                              traces[i].via, scorer))
+        (u, row), t = ins[i], traces[i]
+        out[b].append(_result(backend, u, row, b, waits, ids, st, wu, a, t.decoded if b == B else 0, t.via, scorer))
     return out
-
-
-# %% ../nbs/10_budget.ipynb #64021ed0
-def reply_ids(choice) -> tuple[list[int] | None, str | None]:
-    "(generated token ids, where the reply had them: 'token_ids', 'logprobs' or 'token_id_strings'), or (None, None)."
-    d = choice.model_dump() if hasattr(choice, "model_dump") else dict(choice)
-    ids = d.get("token_ids")
-    if isinstance(ids, list) and all(isinstance(t, int) for t in ids):
-        return list(ids), "token_ids"
-    lp = d.get("logprobs") or {}
-    content = lp.get("content")
-    if isinstance(content, list) and content and all(isinstance(x, dict) and isinstance(x.get("id"), int) for x in content):
-        return [x["id"] for x in content], "logprobs"
-    toks = lp.get("tokens")
-    if isinstance(toks, list) and toks and all(isinstance(t, str) and t.startswith("token_id:") for t in toks):
-        return [int(t.split(":", 1)[1]) for t in toks], "token_id_strings"
-    return None, None
-
-
-def _err_text(e) -> str:
-    "An openai error's message with the server's body (FastAPI puts the reason in `detail`)."
-    parts = [str(e), str(getattr(e, "body", "") or "")]
-    with __import__("contextlib").suppress(Exception):
-        parts.append(e.response.text)
-    return " ".join(parts)
-
-
-def server_error(url: str, e: Exception) -> Exception:
-    "A one-line, redacted error for a failed request to `url` (ConnectionError when the server did not answer)."
-    import openai
-    from m1.core import redact
-    msg = redact(" ".join(_err_text(e).split()))[:400]
-    if isinstance(e, (openai.APIConnectionError, openai.APITimeoutError)):
-        return ConnectionError(f"the server at {url} did not answer a completion request ({type(e).__name__}): {msg}")
-    return RuntimeError(f"the server at {url} refused a completion request ({type(e).__name__}): {msg}")
-
-
-# %% ../nbs/10_budget.ipynb #14b70053
-class OpenAIBackend(Backend):
-    "Completions on OpenAI-compatible servers (vLLM, SGLang, llama.cpp, `transformers serve`), concurrent and round-robin."
-
-    def __init__(self, base_urls: str | Sequence[str], model: str, tokenizer, concurrency: int = 8,
-                 temperature: float = 0.0, top_p: float = 1.0, token_ids: bool | None = None,
-                 api_key: str | None = None, timeout: float = 600.0, max_retries: int = 3, check: bool = True,
-                 progress: bool = False):
-        super().__init__()
-        from openai import OpenAI
-        from m1.client import resolve_api_key
-        from m1.models import check_chatml
-        self.base_urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
-        if not self.base_urls:
-            raise ValueError("OpenAIBackend needs at least one base URL, e.g. http://127.0.0.1:8000/v1")
-        if not model:
-            raise ValueError("OpenAIBackend needs the model name the server expects (see its GET /v1/models)")
-        check_chatml(tokenizer)
-        self.model, self.tok = model, tokenizer
-        self.temperature, self.top_p, self.token_ids, self.progress = float(temperature), float(top_p), token_ids, progress
-        self.concurrency = int(concurrency)
-        self.flavor = "openai"            # becomes "transformers" once a server says "prompt must be a string"
-        self.ids_from: str | bool | None = None   # how replies carry token ids (see reply_ids); False: they do not
-        self.min_tokens: bool | None = None       # does the server honour min_tokens? False: emulated (llama.cpp)
-        # the distillation client's key policy: explicit key, else M1_API_KEY, else OPENAI_API_KEY but never to loopback
-        self.clients = [OpenAI(base_url=u, api_key=resolve_api_key(u, api_key), timeout=timeout, max_retries=max_retries)
-                        for u in self.base_urls]
-        self._rr, self._probed = 0, False
-        if check:
-            self.check()
-
-    def check(self) -> None:
-        "Every URL must answer GET /models; a clear error says what to do when one does not."
-        import openai
-        for u, c in zip(self.base_urls, self.clients):
-            try:
-                c.with_options(timeout=10, max_retries=0).models.list()
-            except (openai.APIConnectionError, openai.APITimeoutError) as e:
-                raise ConnectionError(
-                    f"no OpenAI-compatible server answers at {u} ({type(e).__name__}). Start one first, e.g. "
-                    f"`vllm serve MODEL --port 8000`, `python -m sglang.launch_server --model-path MODEL --port 8000`, "
-                    f"or `m1.client.start_server(MODEL)` on CPU, and pass its base URL ending in /v1.") from None
-            except openai.APIStatusError as e:
-                raise ConnectionError(f"the server at {u} answered GET /models with HTTP {e.status_code}: is this "
-                                      "the base URL of an OpenAI-compatible API (ending in /v1)?") from None
-
-    @property
-    def via(self) -> str:
-        "How this backend continues: from returned token ids (prompts sent as ids too) or from re-tokenized text."
-        return "token_ids" if self.ids_from not in (None, False) and self.token_ids is not False else "retokenized"
-
-    def _request(self, i, seq, limit, stop, min_new, seed, ban=()):
-        "One completion request for at most `limit` tokens; returns (choice, completion_tokens or None)."
-        import json as _json
-        client = self.clients[i % len(self.clients)]
-        stop_ids = self.stop_ids(stop)
-        kw: dict[str, Any] = dict(model=self.model, max_tokens=limit, temperature=self.temperature)
-        if self.top_p < 1.0:
-            kw["top_p"] = self.top_p
-        if seed is not None or self.temperature > 0:
-            kw["seed"] = row_seed(seed, seq) % (2 ** 31)
-        extra: dict[str, Any] = {}
-        if self.flavor == "transformers":
-            gc = {"max_new_tokens": limit, "eos_token_id": stop_ids, "pad_token_id": self.tok.pad_token_id,
-                  "do_sample": self.temperature > 0}
-            if self.temperature > 0:
-                gc.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
-            if min_new:
-                gc["min_new_tokens"] = min_new
-            extra["generation_config"] = _json.dumps(gc)
-        else:
-            if stop:
-                kw["stop"] = list(stop)
-                extra["stop_token_ids"] = stop_ids
-            if min_new:
-                extra["min_tokens"] = min_new
-            if ban:
-                kw["logit_bias"] = {str(t): -100 for t in ban}
-            if self.ids_from in (None, "token_ids"):
-                extra["return_token_ids"] = True
-            if self.ids_from in (None, "logprobs", "token_id_strings"):
-                kw["logprobs"] = 1
-            if self.ids_from in (None, "token_id_strings"):
-                extra["return_tokens_as_token_ids"] = True
-        prompt = seq if self.token_ids is not False else self.tok.decode(seq)
-        r = client.completions.create(prompt=prompt, extra_body=extra or None, **kw)
-        return r.choices[0], getattr(getattr(r, "usage", None), "completion_tokens", None)
-
-    def _from_ids(self, ids, finish, max_new, stop_ids) -> Continuation:
-        "A reply's token ids cut to `max_new`: its first stop marker ends it (llama.cpp runs past non-EOG markers)."
-        for k, t in enumerate(ids[:max_new]):
-            if t in stop_ids:
-                return Continuation(ids[:k], self.tok.decode(ids[:k]), "stop", t, k + 1, self.via)
-        if finish == "stop" and len(ids) < max_new:      # a server that drops the marker from its ids
-            return Continuation(list(ids), self.tok.decode(ids), "stop", None, len(ids) + 1, self.via)
-        cut = list(ids[:max_new])
-        return Continuation(cut, self.tok.decode(cut), "length", None, len(cut), self.via)
-
-    def _from_text(self, text, finish, n, max_new) -> Continuation:
-        "A reply without ids: its text tokenized again, cut to `max_new` (the extra token asked for tells stop from length)."
-        ids = self.tok.encode(text, add_special_tokens=False)
-        if n is None:
-            n = len(ids) + (finish == "stop")
-        if n <= max_new and finish == "stop" and len(ids) < max_new:
-            return Continuation(ids, text, "stop", None, n, "retokenized")
-        ids = ids[:max_new]
-        return Continuation(ids, self.tok.decode(ids), "length", None, min(n, max_new), "retokenized")
-
-    def _one(self, i, seq, max_new, stop, min_new, seed) -> Continuation:
-        "Continue one sequence: ask for one token more than `max_new` (stop vs length), read ids or re-tokenize."
-        if max_new <= 0:
-            return Continuation([], "", "length", None, 0, "")
-        stop_ids = self.stop_ids(stop)
-        if min_new and self.min_tokens is False and self.via == "token_ids":
-            return self._min_emulated(i, seq, max_new, stop, min_new, seed)
-        ch, n = self._request(i, seq, max_new + 1, stop, min_new, seed)
-        ids, where = reply_ids(ch) if self.ids_from is not False else (None, None)
-        if self.ids_from is None and self.flavor != "transformers" and (where or ch.text):
-            self.ids_from = where or False            # the first reply shows how (and whether) this server gives ids
-        if ids is None or self.flavor == "transformers":
-            return self._from_text(ch.text or "", ch.finish_reason, n, max_new)
-        c = self._from_ids(ids, ch.finish_reason, max_new, stop_ids)
-        if min_new and c.stop_reason == "stop" and len(c.tokens) < min_new:
-            self.min_tokens = False                   # the server ignored min_tokens: emulate it from now on
-            return self._min_emulated(i, seq, max_new, stop, min_new, seed)
-        if min_new:
-            self.min_tokens = True
-        return c
-
-    def _min_emulated(self, i, seq, max_new, stop, min_new, seed) -> Continuation:
-        "min_tokens for servers without it: the first `min_new` tokens with the stop markers banned, then the rest."
-        k = min(min_new, max_new)
-        ch, _ = self._request(i, seq, k, (), 0, seed, ban=self.stop_ids(stop))
-        first = (reply_ids(ch)[0] or [])[:k]
-        if len(first) >= max_new:
-            return Continuation(first, self.tok.decode(first), "length", None, len(first), self.via)
-        rest = self._one(i, seq + first, max_new - len(first), stop, 0, seed)
-        toks = first + rest.tokens
-        return Continuation(toks, self.tok.decode(toks), rest.stop_reason, rest.stop_token, len(first) + rest.decoded,
-                            worse_via(self.via, rest.via))
-
-    def _probe(self, seq, max_new, stop, min_new, seed) -> Continuation:
-        "The first request: find out what the server accepts (token-id prompts, vLLM's extra fields); remember it."
-        import openai
-        from m1.core import redact
-        for _ in range(3):
-            try:
-                c = self._one(0, seq, max_new, stop, min_new, seed)
-                if self.token_ids is None:
-                    self.token_ids = True
-                return c
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
-                msg = _err_text(e)
-                if "Unexpected fields" in msg and self.flavor != "transformers":
-                    self.flavor, self.ids_from = "transformers", False   # transformers serve: a strict schema
-                    continue
-                if "must be a string" in msg and self.token_ids is not False:
-                    self.flavor, self.ids_from = "transformers", False
-                    if self.token_ids is True:
-                        raise ValueError(redact(
-                            f"the server at {self.base_urls[0]} does not accept token-id prompts ({msg[:160]}). Use "
-                            "a server that does (vLLM, SGLang, llama.cpp), or OpenAIBackend(token_ids=None) to fall "
-                            "back to text prompts (the server then re-tokenizes the text).")) from None
-                    self.token_ids = False
-                    warnings.warn(f"{self.base_urls[0]} does not take token-id prompts (transformers serve): "
-                                  "sending text prompts, which the server re-tokenizes")
-                    continue
-                raise server_error(self.base_urls[0], e) from None
-            except openai.APIError as e:
-                raise server_error(self.base_urls[0], e) from None
-        raise RuntimeError(f"could not find a request format that {self.base_urls[0]} accepts")
-
-    def _continue(self, seqs, max_new, stop, min_new, seed, desc):
-        import openai
-        out: list[Continuation | None] = [None] * len(seqs)
-        start = 0
-        if not self._probed:
-            out[0] = self._probe(seqs[0], max_new[0], stop, min_new[0], seed)
-            self._probed, start = True, 1
-        with self._lock:
-            base = self._rr
-            self._rr += len(seqs)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(seqs) - start, desc=desc or "complete", leave=False)
-
-        def job(i):
-            try:
-                c = self._one(base + i, seqs[i], max_new[i], stop, min_new[i], seed)
-            except openai.APIError as e:
-                raise server_error(self.base_urls[(base + i) % len(self.base_urls)], e) from None
-            if bar is not None:
-                bar.update(1)
-            return i, c
-        with ThreadPoolExecutor(max(1, self.concurrency * len(self.clients))) as ex:
-            for i, c in ex.map(job, range(start, len(seqs))):
-                out[i] = c
-        if bar is not None:
-            bar.close()
-        return out
-
-
-# %% ../nbs/10_budget.ipynb #6575f2ac
-def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | None = None, batch_size: int = 16,
-                 temperature: float = 0.0, top_p: float = 1.0, model: str | None = None, tokenizer=None,
-                 **kw) -> Backend:
-    "A backend: `kind='transformers'` (in process) or `'openai'` (OpenAI-compatible server URL(s))."
-    urls = [model_or_url] if isinstance(model_or_url, str) else list(model_or_url or [])
-    if kind is None:
-        kind = "openai" if urls and all(str(u).startswith(("http://", "https://")) for u in urls) else "transformers"
-    if kind == "transformers":
-        from m1.models import load_model
-        mdl, tok = load_model(model_or_url if isinstance(model_or_url, str) else model)
-        return TransformersBackend(mdl, tokenizer or tok, batch_size=batch_size, temperature=temperature,
-                                   top_p=top_p, **kw)
-    if kind == "openai":
-        if not urls:
-            raise ValueError("kind='openai' needs the server's base URL(s), e.g. http://127.0.0.1:8000/v1")
-        if tokenizer is None:
-            from m1.models import load_tokenizer
-            tokenizer = load_tokenizer(model)
-        elif isinstance(tokenizer, str):
-            from m1.models import load_tokenizer
-            tokenizer = load_tokenizer(tokenizer)
-        return OpenAIBackend(urls, model, tokenizer, temperature=temperature, top_p=top_p, **kw)
-    raise ValueError(f"unknown backend kind {kind!r}: choose 'transformers' or 'openai'")
-
-# %% ../nbs/10_budget.ipynb #36f0b5d1
-_BACKENDS: dict = {}
-MODES = ("budget", "plain", "cot")
-
-
-def ask(question: str, model: str | None = None, budget: int = 4096, waits: int = 0, backend: Backend | None = None,
-        answer_tokens: int = 1024, seed: int | None = None, min_thinking: int = 0, mode: str = "budget",
-        wait_spacing: str = "m1") -> BudgetResult:
-    """Budget-force one question (a lettered multiple-choice text is parsed into options); `mode="plain"`/`"cot"`:
-    m1's baseline generation of at most `budget` tokens instead."""
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("ask needs a non-empty question")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if backend is None:
-        key = model or "default"
-        if key not in _BACKENDS:
-            _BACKENDS[key] = make_backend(model, kind="transformers")
-        backend = _BACKENDS[key]
-    row = parse_mcq(question)
-    x = row if row is not None else question
-    if mode != "budget":
-        return direct(backend, [x], budget, cot=mode == "cot", seed=seed)[0]
-    return budget_force(backend, [x], budget, waits, answer_tokens, seed, min_thinking, wait_spacing=wait_spacing)[0]
-
-
-def print_result(r: BudgetResult, file=None) -> None:
-    "Show a result: the thinking, how it ended, the answer and the chosen option."
-    file = file or sys.stdout
-    if r.mode == "budget":
-        how = "stopped by itself" if r.stopped == "self" else "ran out of budget: answer forced"
-        print(f"--- thinking ({r.thinking_tokens}/{r.budget} tokens, {r.waits_used} Wait(s), {how})", file=file)
-        print(r.thinking.strip() or "(empty)", file=file)
-        print(f"--- answer ({r.answer_tokens} tokens)", file=file)
-    else:
-        print(f"--- answer, {r.mode} ({r.answer_tokens}/{r.budget} tokens, "
-              f"{'ended by itself' if r.stopped == 'self' else 'cut at the limit'})", file=file)
-    print(r.answer.strip() or "(empty)", file=file)
-    if r.pred is not None or r.grade_method is not None:
-        extra = "" if r.correct is None else f" ({'correct' if r.correct else 'wrong'})"
-        print(f"--- chosen option: {r.pred}{extra}", file=file)
-
-
-class _ArgError(ValueError):
-    "A command-line argument error (argparse's message, without the usage block)."
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _ArgError(message)
-
-
-def _ask_args(argv) -> argparse.Namespace:
-    "Parse and check every `m1 ask` argument (nothing is loaded): a bad one raises `_ArgError` naming it."
-    ap = _Parser(prog="m1 ask", description="answer one question with a thinking budget")
-    ap.add_argument("question", help="the question; lettered option lines ('A. ...') are parsed as options")
-    ap.add_argument("--model", default=None, help="registry name, folder or hub id (default: embedded SmolLM2); "
-                    "with --url: the model name the server serves (its tokenizer is loaded from it)")
-    ap.add_argument("--budget", type=int, default=4096, help="thinking budget in tokens (plain/cot: the generation limit)")
-    ap.add_argument("--waits", type=int, default=0, help="how many times to append 'Wait' when it stops early")
-    ap.add_argument("--answer-tokens", type=int, default=1024)
-    ap.add_argument("--mode", choices=MODES, default="budget",
-                    help="budget: think/answer forcing; plain or cot: m1's baseline rows (no think format)")
-    ap.add_argument("--wait-spacing", choices=WAIT_SPACINGS, default="m1", help="which Wait string (see m1.budget.wait_ids)")
-    ap.add_argument("--url", action="append", default=None, help="OpenAI-compatible server base URL (repeatable)")
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error (also M1_DEBUG=1)")
-    a = ap.parse_args(argv)
-    if not a.question.strip():
-        raise _ArgError("argument question: is empty; give the question text, e.g. m1 ask \"Which vitamin ...?\"")
-    for flag, v, lo in [("--budget", a.budget, 1), ("--answer-tokens", a.answer_tokens, 1), ("--waits", a.waits, 0)]:
-        if v < lo:
-            raise _ArgError(f"argument {flag}: must be at least {lo}, got {v}")
-    if not a.temperature >= 0:
-        raise _ArgError(f"argument --temperature: must be >= 0, got {a.temperature}")
-    for u in a.url or []:
-        if not u.startswith(("http://", "https://")):
-            raise _ArgError(f"argument --url: {u!r} is not a base URL; give e.g. http://127.0.0.1:8000/v1")
-    if a.url and not a.model:
-        raise _ArgError("argument --model: required with --url (the model name the server serves, e.g. --model m1-7b)")
-    return a
-
-
-def ask_main(argv: list[str] | None = None) -> int:
-    "`m1 ask QUESTION [--model M] [--budget N] [--waits K] [--mode budget|plain|cot] [--url URL]`; exit 2 on any error."
-    from m1.core import redact
-    debug = os.environ.get("M1_DEBUG") == "1" or "--debug" in (sys.argv[1:] if argv is None else argv)
-    try:
-        a = _ask_args(argv)
-        be = (make_backend(a.url, kind="openai", model=a.model, temperature=a.temperature) if a.url else
-              make_backend(a.model, kind="transformers", temperature=a.temperature))
-        r = ask(a.question, budget=a.budget, waits=a.waits, backend=be, answer_tokens=a.answer_tokens, seed=a.seed,
-                mode=a.mode, wait_spacing=a.wait_spacing)
-    except Exception as e:
-        if debug:
-            raise
-        line = " ".join(str(e).split()) or type(e).__name__
-        print(redact(f"m1 ask: {line}")[:500], file=sys.stderr)
-        return 2
-    print_result(r)
-    return 0
-

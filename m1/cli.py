@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 
+from .backend import BudgetResult, direct
+from .budget import WAIT_SPACINGS, budget_force
 from .core import redact
+from .data import parse_mcq
+from .engine import make_backend
 
 # %% auto #0
-__all__ = ['COMMANDS', 'direct_answers', 'run_demo', 'demo_main', 'UsageError', 'RedactingStream', 'error_line', 'main']
+__all__ = ['MODES', 'COMMANDS', 'run_demo', 'ask', 'print_result', 'ask_main', 'demo_main', 'UsageError', 'RedactingStream',
+           'error_line', 'main']
 
 # %% ../nbs/13_cli.ipynb #4043a232
-def direct_answers(model, tok, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 16) -> list[str]:
-    "Greedy answers to user prompts through the chat template, batched with left padding."
-    import torch
-    from tqdm.auto import tqdm
-    outs = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc="answering", unit="batch"):
-        chunk = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in prompts[i:i + batch_size]]
-        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        outs += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return outs
-
-
 def run_demo(model: str | None = None, limit: int | None = None, max_new_tokens: int = 96,
              batch_size: int = 16) -> dict:
     "Answer the bundled demo questions; returns accuracy, chance and counts."
@@ -36,6 +27,7 @@ def run_demo(model: str | None = None, limit: int | None = None, max_new_tokens:
         raise ValueError(f"limit {limit}: give at least 1 question (None: all of them)")
     from m1.data import load_demo, render_prompt
     from m1.grade import grade
+    from m1.engine import TransformersBackend
     from m1.models import load_model
     ds = load_demo(limit)
     t0 = time.time()
@@ -44,7 +36,8 @@ def run_demo(model: str | None = None, limit: int | None = None, max_new_tokens:
     except OSError as e:             # offline hub, unknown hub id, unreadable folder: name the model
         first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
         raise ValueError(f"model {model!r} cannot be loaded: {first}") from e
-    outs = direct_answers(mdl, tok, [render_prompt(r) for r in ds], max_new_tokens, batch_size)
+    be = TransformersBackend(mdl, tok, batch_size=batch_size, progress=True)
+    outs = [r.answer for r in direct(be, [render_prompt(r) for r in ds], max_new_tokens)]   # greedy, m1's prompt
     graded = [grade(o, r) for o, r in zip(outs, ds)]
     n = len(ds)
     return {"model": model or "smollm2-135m-instruct", "n": n,
@@ -53,10 +46,113 @@ def run_demo(model: str | None = None, limit: int | None = None, max_new_tokens:
             "answered": sum(g["pred"] is not None for g in graded) / n,
             "seconds": round(time.time() - t0, 1), "example": outs[0]}
 
+# %% ../nbs/13_cli.ipynb #11f8a86d
+_BACKENDS: dict = {}
+MODES = ("budget", "plain", "cot")
+
+
+def ask(question: str, model: str | None = None, budget: int = 4096, waits: int = 0, backend: Backend | None = None,
+        answer_tokens: int = 1024, seed: int | None = None, min_thinking: int = 0, mode: str = "budget",
+        wait_spacing: str = "m1") -> BudgetResult:
+    """Budget-force one question (a lettered multiple-choice text is parsed into options); `mode="plain"`/`"cot"`:
+    m1's baseline generation of at most `budget` tokens instead."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("ask needs a non-empty question")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if backend is None:
+        key = model or "default"
+        if key not in _BACKENDS:
+            _BACKENDS[key] = make_backend(model, kind="transformers")
+        backend = _BACKENDS[key]
+    row = parse_mcq(question)
+    x = row if row is not None else question
+    if mode != "budget":
+        return direct(backend, [x], budget, cot=mode == "cot", seed=seed)[0]
+    return budget_force(backend, [x], budget, waits, answer_tokens, seed, min_thinking, wait_spacing=wait_spacing)[0]
+
+# %% ../nbs/13_cli.ipynb #d0ac860c
+def print_result(r: BudgetResult, file=None) -> None:
+    "Show a result: the thinking, how it ended, the answer and the chosen option."
+    file = file or sys.stdout
+    if r.mode == "budget":
+        how = "stopped by itself" if r.stopped == "self" else "ran out of budget: answer forced"
+        print(f"--- thinking ({r.thinking_tokens}/{r.budget} tokens, {r.waits_used} Wait(s), {how})", file=file)
+        print(r.thinking.strip() or "(empty)", file=file)
+        print(f"--- answer ({r.answer_tokens} tokens)", file=file)
+    else:
+        print(f"--- answer, {r.mode} ({r.answer_tokens}/{r.budget} tokens, "
+              f"{'ended by itself' if r.stopped == 'self' else 'cut at the limit'})", file=file)
+    print(r.answer.strip() or "(empty)", file=file)
+    if r.pred is not None or r.grade_method is not None:
+        extra = "" if r.correct is None else f" ({'correct' if r.correct else 'wrong'})"
+        print(f"--- chosen option: {r.pred}{extra}", file=file)
+
+# %% ../nbs/13_cli.ipynb #7769bddb
+class _ArgError(ValueError):
+    "A command-line argument error (argparse's message, without the usage block)."
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _ArgError(message)
+
+# %% ../nbs/13_cli.ipynb #1f04f191
+def _ask_args(argv) -> argparse.Namespace:
+    "Parse and check every `m1 ask` argument (nothing is loaded): a bad one raises `_ArgError` naming it."
+    ap = _Parser(prog="m1 ask", description="answer one question with a thinking budget")
+    ap.add_argument("question", help="the question; lettered option lines ('A. ...') are parsed as options")
+    ap.add_argument("--model", default=None, help="registry name, folder or hub id (default: embedded SmolLM2); "
+                    "with --url: the model name the server serves (its tokenizer is loaded from it)")
+    ap.add_argument("--budget", type=int, default=4096, help="thinking budget in tokens (plain/cot: the generation limit)")
+    ap.add_argument("--waits", type=int, default=0, help="how many times to append 'Wait' when it stops early")
+    ap.add_argument("--answer-tokens", type=int, default=1024)
+    ap.add_argument("--mode", choices=MODES, default="budget",
+                    help="budget: think/answer forcing; plain or cot: m1's baseline rows (no think format)")
+    ap.add_argument("--wait-spacing", choices=WAIT_SPACINGS, default="m1", help="which Wait string (see m1.budget.wait_ids)")
+    ap.add_argument("--url", action="append", default=None, help="OpenAI-compatible server base URL (repeatable)")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error (also M1_DEBUG=1)")
+    a = ap.parse_args(argv)
+    if not a.question.strip():
+        raise _ArgError("argument question: is empty; give the question text, e.g. m1 ask \"Which vitamin ...?\"")
+    for flag, v, lo in [("--budget", a.budget, 1), ("--answer-tokens", a.answer_tokens, 1), ("--waits", a.waits, 0)]:
+        if v < lo:
+            raise _ArgError(f"argument {flag}: must be at least {lo}, got {v}")
+    if not a.temperature >= 0:
+        raise _ArgError(f"argument --temperature: must be >= 0, got {a.temperature}")
+    for u in a.url or []:
+        if not u.startswith(("http://", "https://")):
+            raise _ArgError(f"argument --url: {u!r} is not a base URL; give e.g. http://127.0.0.1:8000/v1")
+    if a.url and not a.model:
+        raise _ArgError("argument --model: required with --url (the model name the server serves, e.g. --model m1-7b)")
+    return a
+
+# %% ../nbs/13_cli.ipynb #36f0b5d1
+def ask_main(argv: list[str] | None = None) -> int:
+    "`m1 ask QUESTION [--model M] [--budget N] [--waits K] [--mode budget|plain|cot] [--url URL]`; exit 2 on any error."
+    from m1.core import redact
+    debug = os.environ.get("M1_DEBUG") == "1" or "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        a = _ask_args(argv)
+        be = (make_backend(a.url, kind="openai", model=a.model, temperature=a.temperature) if a.url else
+              make_backend(a.model, kind="transformers", temperature=a.temperature))
+        r = ask(a.question, budget=a.budget, waits=a.waits, backend=be, answer_tokens=a.answer_tokens, seed=a.seed,
+                mode=a.mode, wait_spacing=a.wait_spacing)
+    except Exception as e:
+        if debug:
+            raise
+        line = " ".join(str(e).split()) or type(e).__name__
+        print(redact(f"m1 ask: {line}")[:500], file=sys.stderr)
+        return 2
+    print_result(r)
+    return 0
+
 # %% ../nbs/13_cli.ipynb #e744d4ec
 COMMANDS = {  # name: (module, function, help)
     "demo": ("m1.cli", "demo_main", "answer the bundled demo questions and print accuracy vs chance"),
-    "ask": ("m1.budget", "ask_main", "think about one question within a token budget, then answer"),
+    "ask": ("m1.cli", "ask_main", "think about one question within a token budget, then answer"),
     "eval": ("m1.evaluate", "eval_main", "evaluate a model on the eval suite over budgets and Waits"),
     "train": ("m1.sft", "main", "supervised fine-tuning on an SFT dataset (full or LoRA)"),
     "reproduce": ("m1.reproduce", "reproduce_main", "run the pipeline notebooks in order with papermill"),

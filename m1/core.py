@@ -24,9 +24,9 @@ __all__ = ['PROFILE_DIR', 'SCHEMA_PATH', 'SECRET_ENV', 'PLACEHOLDER_KEYS', 'IM_S
            'ANSWER_FORCED', 'WAIT', 'repo_root', 'cache_dir', 'work_dir', 'runs_dir', 'data_dir', 'AttrDict',
            'package_dir', 'ProfileError', 'profile_names', 'read_text', 'read_yaml', 'load_profile', 'parse_spec',
            'describe_spec', 'check_value', 'load_schema', 'schema_keys', 'validate_profile', 'parse_overrides',
-           'seed_everything', 'atomic_write', 'write_json', 'read_json', 'atomic_dir', 'stable_hash', 'JsonlStore',
-           'code_version', 'stage_path', 'save_stage', 'load_stage', 'stage_manifest', 'stage_done', 'load_env',
-           'register_secret', 'secret_values', 'redact', 'think_completion']
+           'seed_everything', 'atomic_write', 'write_json', 'read_json', 'replace_dir', 'atomic_dir', 'stable_hash',
+           'JsonlStore', 'code_version', 'stage_path', 'save_stage', 'load_stage', 'stage_manifest', 'stage_done',
+           'load_env', 'register_secret', 'secret_values', 'redact', 'think_completion']
 
 # %% ../nbs/00_core.ipynb #2e2a8639
 def repo_root(start: str | Path | None = None) -> Path:
@@ -38,30 +38,30 @@ def repo_root(start: str | Path | None = None) -> Path:
     pkg = Path(__file__).resolve().parent.parent if "__file__" in globals() else here
     return pkg if (pkg / "settings.ini").exists() else here
 
-
+# %% ../nbs/00_core.ipynb #c32b2328
 def _env_path(var: str, default: Path) -> Path:
     p = Path(os.environ[var]).expanduser() if os.environ.get(var) else default
     return p.resolve()
 
-
+# %% ../nbs/00_core.ipynb #f2058727
 def cache_dir() -> Path:
     "Cache for converted models and teacher-call caches (`M1_CACHE`, default `~/.cache/m1`)."
     p = _env_path("M1_CACHE", Path.home() / ".cache" / "m1")
     p.mkdir(parents=True, exist_ok=True)
     return p
 
-
+# %% ../nbs/00_core.ipynb #701356e0
 def work_dir() -> Path:
     """Where stages save datasets and models (`M1_WORK`, default `<repo>/work`). Not created here: asking where
     things go writes nothing (a refused command leaves no folder); every writer creates the folders it writes."""
     return _env_path("M1_WORK", repo_root() / "work")
 
-
+# %% ../nbs/00_core.ipynb #0e38a21f
 def runs_dir() -> Path:
     "Where `m1 reproduce` writes executed notebooks (`M1_RUNS`, default `<repo>/runs`); not created here."
     return _env_path("M1_RUNS", repo_root() / "runs")
 
-
+# %% ../nbs/00_core.ipynb #81691181
 def data_dir(required: bool = True) -> Path | None:
     "The real-data folder (`M1_DATA`, default `<repo>/../shared/data`); `None` or an error when absent."
     p = _env_path("M1_DATA", repo_root().parent / "shared" / "data")
@@ -92,26 +92,26 @@ class AttrDict(dict):
             return [cls.wrap(v) for v in o]
         return o
 
-
+# %% ../nbs/00_core.ipynb #075bcf8d
 def package_dir() -> Path:
     "The installed m1 package folder (found without importing it)."
     import importlib.util
     return Path(importlib.util.find_spec("m1").origin).parent
 
-
+# %% ../nbs/00_core.ipynb #89412c19
 PROFILE_DIR = package_dir() / "profiles"
 SCHEMA_PATH = PROFILE_DIR / "schema.yaml"
 
-
+# %% ../nbs/00_core.ipynb #34304a1e
 class ProfileError(ValueError):
     "A profile, override or parameter that does not fit the schema; the message is one line naming the key."
 
-
+# %% ../nbs/00_core.ipynb #184dae8a
 def profile_names() -> list[str]:
     "Profiles shipped with the package (the schema is not one)."
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if p != SCHEMA_PATH)
 
-
+# %% ../nbs/00_core.ipynb #23b6937b
 def read_text(path: str | Path, what: str = "file") -> str:
     "A UTF-8 text file's content; a missing file, a folder or non-UTF-8 bytes is a one-line `ValueError` naming it."
     p = Path(path)
@@ -127,7 +127,7 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise ValueError(f"{what} {p}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}): "
                          "save it as UTF-8") from None
 
-
+# %% ../nbs/00_core.ipynb #9cbde612
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     "Parse a YAML file; a syntax error is a one-line `ValueError` naming the file, line and column."
     text = read_text(path, what)
@@ -139,7 +139,7 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         why = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ValueError(f"{what} {path}: YAML syntax error{at}: {why}") from None
 
-
+# %% ../nbs/00_core.ipynb #b7ba7886
 def _merge(base: dict, over: dict) -> dict:
     "`over` merged into `base`, nested dicts key by key (unknown keys are left to the schema check)."
     out = dict(base)
@@ -147,12 +147,12 @@ def _merge(base: dict, over: dict) -> dict:
         out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
-
+# %% ../nbs/00_core.ipynb #0a754f28
 def _profile_path(name: str | Path) -> Path:
     "A shipped profile's file by name, or a YAML path as given."
     return Path(name) if str(name).endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
 
-
+# %% ../nbs/00_core.ipynb #feec1cac
 def _read_profile(path: Path, where: str, seen: tuple = ()) -> dict:
     """The YAML of one profile with its `base:` chain merged underneath: `base: paper` means "the paper profile,
     then these keys" (nested sections key by key), so a derived profile states only what it changes."""
@@ -173,7 +173,7 @@ def _read_profile(path: Path, where: str, seen: tuple = ()) -> dict:
     parent = _read_profile(bpath, f"profile {base} (base of {path.stem})", (*seen, path.resolve()))
     return _merge(parent, prof)
 
-
+# %% ../nbs/00_core.ipynb #163b4c66
 def load_profile(name: str | Path = "tiny", overrides: dict | None = None) -> AttrDict:
     """Read profile `name` (a shipped name or a YAML path; a `base:` key names the profile it builds on), merge
     `overrides` (nested dict) into it and check every key and value against the schema (`m1/profiles/schema.yaml`):
@@ -189,7 +189,6 @@ def load_profile(name: str | Path = "tiny", overrides: dict | None = None) -> At
         validate_profile(prof, where=f"{where} with overrides {json.dumps(overrides, default=str)}")
     return AttrDict.wrap(prof)
 
-
 # %% ../nbs/00_core.ipynb #018fab40
 import difflib
 import functools
@@ -198,7 +197,7 @@ import re
 _TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "any": "anything",
           "dict": "a mapping", "path": "a path (a relative one starts at the checkout)"}
 
-
+# %% ../nbs/00_core.ipynb #ca345072
 def _split_top(s: str, sep: str = "|") -> list[str]:
     "Split `s` at `sep` outside brackets."
     out, depth, cur = [], 0, ""
@@ -211,7 +210,7 @@ def _split_top(s: str, sep: str = "|") -> list[str]:
             cur += ch
     return out + [cur]
 
-
+# %% ../nbs/00_core.ipynb #18bff49d
 @functools.lru_cache(maxsize=None)
 def parse_spec(spec: str) -> tuple[bool, tuple]:
     """A schema type string -> (nullable, alternatives). Grammar: `ALT|ALT...` with an optional trailing `?`
@@ -240,7 +239,7 @@ def parse_spec(spec: str) -> tuple[bool, tuple]:
             raise ValueError(f"bad schema type {spec!r}: cannot read {a!r}")
     return nullable, tuple(alts)
 
-
+# %% ../nbs/00_core.ipynb #d9e4451e
 def describe_spec(spec: str | tuple) -> str:
     "Words for a schema type, as error messages show it."
     nullable, alts = parse_spec(spec) if isinstance(spec, str) else spec
@@ -255,10 +254,10 @@ def describe_spec(spec: str | tuple) -> str:
             parts.append(_TYPES[kind])
     return " or ".join(parts) + (" or null" if nullable else "")
 
-
+# %% ../nbs/00_core.ipynb #99b711bf
 _OPS = {">=": lambda x, v: x >= v, ">": lambda x, v: x > v, "<=": lambda x, v: x <= v, "<": lambda x, v: x < v}
 
-
+# %% ../nbs/00_core.ipynb #976cb6d0
 def _fits(alt: tuple, value: Any) -> tuple[bool, Any]:
     kind, arg = alt
     if kind == "any":
@@ -284,7 +283,7 @@ def _fits(alt: tuple, value: Any) -> tuple[bool, Any]:
         return False, value
     return all(_OPS[op](value, v) for op, v in arg), (float(value) if kind == "float" and isinstance(value, float) else value)
 
-
+# %% ../nbs/00_core.ipynb #376e39eb
 def check_value(spec: str, value: Any, key: str) -> Any:
     "`value` checked against the schema type `spec` (returned, a YAML-1.1 float string as a float); else a `ProfileError`."
     nullable, alts = parse_spec(spec)
@@ -300,7 +299,7 @@ def check_value(spec: str, value: Any, key: str) -> Any:
             return v
     raise ProfileError(f"{key}: expected {describe_spec(spec)}, got {json.dumps(value, default=str)}")
 
-
+# %% ../nbs/00_core.ipynb #6ab90326
 def _spec_str(parsed: tuple) -> str:
     "Back from a parsed spec to a string (for nested list items)."
     nullable, alts = parsed
@@ -313,20 +312,20 @@ def _spec_str(parsed: tuple) -> str:
         return arg if kind == "word" else kind
     return "|".join(one(a) for a in alts) + ("?" if nullable else "")
 
-
+# %% ../nbs/00_core.ipynb #0b5da1bf
 @functools.lru_cache(maxsize=4)
 def _load_schema(path: str, mtime: float) -> dict:
     schema = read_yaml(path, "profile schema")
     _check_schema(schema, "")
     return schema
 
-
+# %% ../nbs/00_core.ipynb #367b7722
 def load_schema(path: str | Path | None = None) -> dict:
     "The profile schema: a nested mapping like a profile whose leaves are type strings (see `parse_spec`)."
     p = Path(path or SCHEMA_PATH)
     return _load_schema(str(p), p.stat().st_mtime)
 
-
+# %% ../nbs/00_core.ipynb #6094e3f2
 def _check_schema(schema: dict, where: str) -> None:
     for k, v in schema.items():
         if k == "_optional":
@@ -336,7 +335,7 @@ def _check_schema(schema: dict, where: str) -> None:
         else:
             parse_spec(str(v))
 
-
+# %% ../nbs/00_core.ipynb #a865280f
 def schema_keys(schema: dict | None = None, prefix: str = "") -> list[str]:
     "Dotted names of every leaf key of the schema (`*` stands for any name)."
     schema = load_schema() if schema is None else schema
@@ -347,13 +346,13 @@ def schema_keys(schema: dict | None = None, prefix: str = "") -> list[str]:
         out += schema_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
     return out
 
-
+# %% ../nbs/00_core.ipynb #c45128f5
 def _unknown(key: str, have: list[str], section: str) -> str:
     near = difflib.get_close_matches(key.rsplit(".", 1)[-1], have, n=1, cutoff=0.6)
     hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{near[0]}?)" if near else ""
     return f"unknown key {key}{hint}; {section or 'the profile'} has: {', '.join(sorted(have))}"
 
-
+# %% ../nbs/00_core.ipynb #8e8cb4b3
 def validate_profile(prof: dict, schema: dict | None = None, where: str = "profile", partial: bool = False,
                      _prefix: str = "", _optional: bool = False) -> dict:
     """Check every key and value of `prof` against `schema` (default: the shipped one), in place: an unknown or
@@ -435,7 +434,7 @@ def _umask() -> int:
     os.umask(m)
     return m
 
-
+# %% ../nbs/00_core.ipynb #5f5b9f95
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kw) -> Iterator[Any]:
     "Open a temp file beside `path`; on success fsync and rename it to `path`, on error remove it."
@@ -454,14 +453,14 @@ def atomic_write(path: str | Path, mode: str = "w", **kw) -> Iterator[Any]:
             os.unlink(tmp)
         raise
 
-
+# %% ../nbs/00_core.ipynb #e2ee1662
 def write_json(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
     "Write `obj` as JSON atomically."
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False, default=str)
     return Path(path)
 
-
+# %% ../nbs/00_core.ipynb #760279c3
 def read_json(path: str | Path) -> Any:
     "Read a JSON file, naming the file on a parse error."
     try:
@@ -469,7 +468,19 @@ def read_json(path: str | Path) -> Any:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
+# %% ../nbs/00_core.ipynb #752fcc5d
+def replace_dir(new: str | Path, path: str | Path) -> None:
+    "Put the finished folder `new` at `path` by renames: an existing `path` is moved aside first, then removed."
+    new, path = Path(new), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
 
+# %% ../nbs/00_core.ipynb #a0060565
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     "Yield a temp folder beside `path`; on success replace `path` with it, on error remove it."
@@ -478,18 +489,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
+# %% ../nbs/00_core.ipynb #00df62b8
 def stable_hash(obj: Any, n: int = 16) -> str:
     "A short sha256 of `obj`'s canonical JSON (sorted keys): the same config gives the same key."
     s = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
@@ -568,12 +573,12 @@ def code_version() -> str:
         pass
     return f"{__version__}+{commit}" if commit else __version__
 
-
+# %% ../nbs/00_core.ipynb #59d7b81d
 def stage_path(stage: str, root: str | Path | None = None) -> Path:
     "Folder of a stage's output."
     return Path(root or work_dir()) / stage
 
-
+# %% ../nbs/00_core.ipynb #7cb7f0c7
 def save_stage(ds, stage: str, config: dict | None = None, report: dict | None = None,
                root: str | Path | None = None) -> Path:
     """Save a `datasets.Dataset` and its manifest atomically under `root/stage`. An existing folder there that m1
@@ -593,7 +598,7 @@ def save_stage(ds, stage: str, config: dict | None = None, report: dict | None =
             "output_id": os.urandom(8).hex()})           # which save this is: later stages record what they read
     return out
 
-
+# %% ../nbs/00_core.ipynb #874a69a1
 def load_stage(stage: str, root: str | Path | None = None):
     "Load a stage's saved dataset; a clear error names the stage that has not run yet."
     from datasets import load_from_disk
@@ -603,12 +608,12 @@ def load_stage(stage: str, root: str | Path | None = None):
                                 f"(or `m1 reproduce`)")
     return load_from_disk(str(p / "data"))
 
-
+# %% ../nbs/00_core.ipynb #e94adf34
 def stage_manifest(stage: str, root: str | Path | None = None) -> dict:
     "The manifest a stage saved."
     return read_json(stage_path(stage, root) / "manifest.json")
 
-
+# %% ../nbs/00_core.ipynb #fc8379ed
 def stage_done(stage: str, root: str | Path | None = None) -> bool:
     "Has this stage saved its output?"
     return (stage_path(stage, root) / "manifest.json").exists()
@@ -621,7 +626,7 @@ def load_env() -> None:
         if p.exists():
             load_dotenv(p, override=False)
 
-
+# %% ../nbs/00_core.ipynb #1c4df9a3
 SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|ACCESS_KEY)$", re.I)
 PLACEHOLDER_KEYS = {"", "EMPTY", "none", "None", "null", "dummy", "sk-no-key-required", "not-needed"}
 _SECRETS: set[str] = set()
@@ -636,13 +641,13 @@ _PATTERNS = [   # (pattern, replacement): secrets in the shapes they take in hea
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"), r"\1***@"),   # user:password@ in URLs
 ]
 
-
+# %% ../nbs/00_core.ipynb #28883fb7
 def register_secret(value: str | None) -> None:
     "Remember a secret used at run time (a key passed or resolved), so `redact` removes it from any text."
     if value and str(value) not in PLACEHOLDER_KEYS and len(str(value)) >= 6:
         _SECRETS.add(str(value))
 
-
+# %% ../nbs/00_core.ipynb #1ba3a8cc
 def secret_values() -> list[str]:
     "Every secret known now: the values of secret-looking env vars (`*_API_KEY`, `*_TOKEN`, ...) and registered ones."
     vals = set(_SECRETS)
@@ -651,7 +656,7 @@ def secret_values() -> list[str]:
             vals.add(v)
     return sorted(vals, key=len, reverse=True)         # longest first: a key containing another is cut whole
 
-
+# %% ../nbs/00_core.ipynb #7c7d8f0b
 def redact(text: Any, names: Iterable[str] = ()) -> str:
     """`text` with every secret replaced by `***`: the values of secret env vars (any `*_API_KEY`, `*_TOKEN`,
     `*_SECRET`, `*_PASSWORD`, plus `names`), secrets registered with `register_secret`, and the shapes secrets
@@ -677,7 +682,7 @@ ANSWER_START = "<|im_start|>answer\n"        # a sample that stopped by itself c
 ANSWER_FORCED = "<|im_start|>answer\nFinal Answer:"  # a sample that ran out of thinking budget gets this
 WAIT = "Wait"                                # appended to keep a sample thinking
 
-
+# %% ../nbs/00_core.ipynb #96163a28
 def think_completion(thinking: str, answer: str) -> str:
     "The assistant text m1 trains on: `<|im_start|>think\\n{thinking}\\n<|im_start|>answer\\n{answer}`."
     return f"{THINK_START}{thinking.strip()}\n{ANSWER_START}{answer.strip()}"

@@ -22,11 +22,12 @@ __all__ = ['LETTERS', 'FEATURES', 'PUBMEDQA_BRIDGE', 'YES_NO_MAYBE', 'GOLD_FIELD
            'M1_EVAL_REPO', 'M1_EVAL_FILE', 'PUBMEDQA_FORMATS', 'HUB_SETS', 'SUITE_SUFFIXES', 'ASSETS',
            'BOXED_INSTRUCTION', 'InvalidRow', 'normalize_text', 'question_id', 'make_row', 'option_map', 'answer_text',
            'meta', 'LoadReport', 'rows_to_dataset', 'load_report', 'split_lettered', 'conv_eval', 'conv_medqa',
-           'pubmedqa_question', 'conv_pubmedqa_ori', 'conv_chat', 'conv_mmlu', 'conv_mmlu_pro', 'read_options',
-           'read_gold', 'conv_mcq', 'load_mmlu_csv', 'read_csv_rows', 'load_file', 'load_sets', 'load_mmlu_dir',
-           'load_pool', 'EvalUnavailable', 'hub_eval_file', 'local_eval_file', 'eval_source', 'load_eval',
-           'conv_hub_medmcqa', 'conv_hub_headqa', 'conv_hub_pubmedqa', 'hub_mirror_file', 'load_hub', 'suite_specs',
-           'load_eval_suite', 'conv_demo', 'load_demo', 'shuffle_options', 'format_question', 'render_prompt']
+           'pubmedqa_question', 'conv_pubmedqa_ori', 'conv_chat', 'conv_mmlu', 'conv_mmlu_pro', 'parse_mcq',
+           'read_options', 'read_gold', 'conv_mcq', 'load_mmlu_csv', 'read_csv_rows', 'load_file', 'load_sets',
+           'load_mmlu_dir', 'load_pool', 'EvalUnavailable', 'hub_eval_file', 'local_eval_file', 'eval_source',
+           'load_eval', 'conv_hub_medmcqa', 'conv_hub_headqa', 'conv_hub_pubmedqa', 'hub_mirror_file', 'load_hub',
+           'suite_specs', 'load_eval_suite', 'conv_demo', 'load_demo', 'shuffle_options', 'format_question',
+           'render_prompt']
 
 # %% ../nbs/01_data.ipynb #09c2a520
 LETTERS = [chr(ord("A") + i) for i in range(26)]
@@ -248,6 +249,22 @@ def conv_mmlu_pro(x: dict) -> dict:
         raise InvalidRow(f"field 'answer': {x['answer']!r} disagrees with answer_index {x['answer_index']}")
     return dict(question=x["question"], options=x["options"], answer=x["answer"],
                 metadata={"question_id": x["question_id"], "category": x["category"], "src": x["src"]})
+
+# %% ../nbs/01_data.ipynb #d794fadb
+def parse_mcq(text: str) -> dict | None:
+    "A question whose last lines are lettered options A, B, C... -> a row {question, options, answer=None}; else None."
+    lines = text.strip().split("\n")
+    k = len(lines)
+    while k > 0 and _LETTERED.match(lines[k - 1]):
+        k -= 1
+    q = "\n".join(lines[:k]).strip()
+    if len(lines) - k < 2 or not q:
+        return None
+    try:
+        options = [o.strip() for o in split_lettered(lines[k:])]
+    except InvalidRow:                                # letters not in order A, B, C...
+        return None
+    return {"question": q, "options": options, "answer": None} if all(options) else None
 
 # %% ../nbs/01_data.ipynb #cbfac57e
 _LETTER_ONLY = re.compile(r"^\(?([A-Za-z])\)?[.):]?$")

@@ -17,13 +17,14 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from rapidfuzz import fuzz, process
 
+from .core import load_profile
 from .data import LETTERS, PUBMEDQA_BRIDGE, meta, normalize_text
 
 # %% auto #0
-__all__ = ['REASONS', 'DEFAULTS', 'EVAL_UNAVAILABLE', 'column', 'prompts', 'exact_groups', 'minhash_signatures',
-           'min_length_ratio', 'lsh_pairs', 'char_histograms', 'histogram_filter', 'verify_pairs', 'candidate_pairs',
-           'near_duplicates', 'earliest_match', 'word_ngrams', 'ngram_matches', 'pubmedqa_sentence', 'pmid_index',
-           'row_pmids', 'find_removals', 'assign_reasons', 'dedup', 'removal_table', 'EvalSets', 'load_eval_sets',
+__all__ = ['REASONS', 'EVAL_UNAVAILABLE', 'column', 'prompts', 'exact_groups', 'minhash_signatures', 'min_length_ratio',
+           'lsh_pairs', 'char_histograms', 'histogram_filter', 'verify_pairs', 'candidate_pairs', 'near_duplicates',
+           'earliest_match', 'word_ngrams', 'ngram_matches', 'pubmedqa_sentence', 'pmid_index', 'row_pmids',
+           'dedup_defaults', 'find_removals', 'assign_reasons', 'dedup', 'removal_table', 'EvalSets', 'load_eval_sets',
            'decontamination_sets']
 
 # %% ../nbs/03_dedup.ipynb #02122407
@@ -31,7 +32,7 @@ def column(ds: Dataset, name: str) -> list:
     "A whole column as a Python list (much faster than iterating `ds[name]`)."
     return ds.select_columns([name]).to_dict()[name]
 
-
+# %% ../nbs/03_dedup.ipynb #c02098f8
 def prompts(ds: Dataset, canonical: bool = False) -> list[str]:
     "m1's prompt `{question}\\nA. ...` for every row; `canonical` sorts the options first."
     out = []
@@ -51,7 +52,7 @@ def exact_groups(texts: Sequence[str]) -> np.ndarray:
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _DOC_BITS = 16  # texts per chunk <= 65536
 
-
+# %% ../nbs/03_dedup.ipynb #819791b7
 def _mix(x: np.ndarray) -> np.ndarray:
     "splitmix64 finaliser, in place."
     x ^= x >> np.uint64(31); x *= np.uint64(0xBF58476D1CE4E5B9)
@@ -59,7 +60,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x ^= x >> np.uint64(32)
     return x
 
-
+# %% ../nbs/03_dedup.ipynb #5b1987c6
 def _sketch_chunk(bs: list[bytes], q: int, num_perm: int) -> np.ndarray:
     n = len(bs)
     blens = np.fromiter(map(len, bs), np.int64, n)
@@ -92,7 +93,7 @@ def _sketch_chunk(bs: list[bytes], q: int, num_perm: int) -> np.ndarray:
     S[k >> (bits + vb), (k >> vb) & (num_perm - 1)] = k & ((1 << vb) - 1)
     return S
 
-
+# %% ../nbs/03_dedup.ipynb #6d8ddb11
 def minhash_signatures(texts: Sequence[str], q: int = 5, num_perm: int = 128, workers: int = 2,
                        chunk_bytes: int = 4_000_000) -> np.ndarray:
     "One-permutation MinHash of each text's q-byte windows: an (n, num_perm) int64 array."
@@ -134,7 +135,7 @@ def min_length_ratio(threshold: float = 95) -> float:
     "The smallest len_short/len_long that still allows `fuzz.ratio >= threshold`."
     return threshold / (200 - threshold)
 
-
+# %% ../nbs/03_dedup.ipynb #5cd1f676
 def _band_pairs(S, bands, rows, lens, rmin):
     n = len(S)
     out = []
@@ -165,7 +166,7 @@ def _band_pairs(S, bands, rows, lens, rmin):
     p.sort()
     return p[np.concatenate([[True], p[1:] != p[:-1]])] if len(p) else p
 
-
+# %% ../nbs/03_dedup.ipynb #6831a92d
 def lsh_pairs(sig: np.ndarray, lens: np.ndarray, bands: int = 32, rows: int = 4, threshold: float = 95,
               workers: int = 2) -> np.ndarray:
     "Candidate pairs (i < j) that share an LSH bucket in some band and pass the length bound: (m, 2)."
@@ -196,7 +197,7 @@ def char_histograms(texts: Sequence[str]) -> np.ndarray:
             H[i, 128] = np.count_nonzero(b >= 0xC0)     # one lead byte per non-ASCII character
     return H
 
-
+# %% ../nbs/03_dedup.ipynb #84dd79e0
 def histogram_filter(pairs: np.ndarray, hist: np.ndarray, lens: np.ndarray, threshold: float = 95,
                      chunk: int = 200_000) -> np.ndarray:
     "Keep the pairs whose character-count distance allows `fuzz.ratio >= threshold`."
@@ -242,7 +243,7 @@ def candidate_pairs(texts: Sequence[str], sketch_texts: Sequence[str] | None = N
                               "lsh": round(t3 - t2, 2), "char_bound": round(t4 - t3, 2)})
     return group, reps[cand] if len(cand) else np.zeros((0, 2), np.int64)
 
-
+# %% ../nbs/03_dedup.ipynb #46ced6e0
 def near_duplicates(texts: Sequence[str], threshold: float = 95, sketch_texts: Sequence[str] | None = None,
                     workers: int = 2, stats: dict | None = None, **lsh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(group, pairs, scores): exact groups and the verified `fuzz.ratio >= threshold` pairs between them."
@@ -255,7 +256,7 @@ def near_duplicates(texts: Sequence[str], threshold: float = 95, sketch_texts: S
     stats["pairs"] = int(keep.sum())
     return group, cand[keep], sc[keep]
 
-
+# %% ../nbs/03_dedup.ipynb #f965f597
 def earliest_match(group: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     "Per row: the lowest index of an earlier row it matches (identical or a verified pair), else -1."
     n = len(group)
@@ -270,7 +271,7 @@ def earliest_match(group: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 _WORD = re.compile(r"\w+")
 _HB, _DB = 44, 19     # n-gram hash bits, document bits (texts are processed in blocks of 2**19)
 
-
+# %% ../nbs/03_dedup.ipynb #3e43dd81
 def word_ngrams(texts: Sequence[str], n: int = 13) -> tuple[np.ndarray, np.ndarray]:
     "Every n-word sequence of every text: (text index, 44-bit hash) arrays (hashes comparable within a process)."
     words = [_WORD.findall(unicodedata.normalize("NFKC", t).lower()) for t in texts]
@@ -290,7 +291,7 @@ def word_ngrams(texts: Sequence[str], n: int = 13) -> tuple[np.ndarray, np.ndarr
     ok = np.arange(N) + n <= (start + counts)[doc]       # the sequence stays inside one text
     return doc[ok], h[ok]
 
-
+# %% ../nbs/03_dedup.ipynb #37bbafff
 def _unique(x: np.ndarray, counts: bool = False):
     "Sorted distinct values (and their counts): sort and compare, faster than `np.unique` on big int64 arrays."
     x = np.sort(x)
@@ -299,13 +300,13 @@ def _unique(x: np.ndarray, counts: bool = False):
         return x[first]
     return x[first], np.diff(np.append(np.flatnonzero(first), len(x)))
 
-
+# %% ../nbs/03_dedup.ipynb #94827414
 def _distinct(doc: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Distinct (hash, doc) pairs sorted by hash."
     k = _unique((h << _DB) | doc)
     return k >> _DB, k & ((1 << _DB) - 1)
 
-
+# %% ../nbs/03_dedup.ipynb #faa9bc25
 def ngram_matches(pool_texts: Sequence[str], eval_texts: Sequence[str], eval_keys: Sequence[str] | None = None,
                   n: int = 13, max_df: int = 5, min_overlap: float = 0.5, min_shared: int = 3) -> np.ndarray:
     """Per pool text: the eval text sharing the largest fraction (at least `min_overlap`, and at least
@@ -353,7 +354,7 @@ def pubmedqa_sentence(question: str) -> str:
     "The question sentence of a PubMedQA-style prompt (the text after the instruction), normalised."
     return normalize_text(question.split(PUBMEDQA_BRIDGE)[-1])
 
-
+# %% ../nbs/03_dedup.ipynb #a0ee432c
 def pmid_index(*datasets: Dataset) -> dict[str, str]:
     "Question sentence -> PMID, from every row whose metadata has a `pmid`."
     idx: dict = {}
@@ -364,7 +365,7 @@ def pmid_index(*datasets: Dataset) -> dict[str, str]:
                 idx.setdefault(pubmedqa_sentence(q), str(p))
     return idx
 
-
+# %% ../nbs/03_dedup.ipynb #188abe1f
 def row_pmids(ds: Dataset, index: Mapping[str, str]) -> list[str | None]:
     "Each row's PMID: metadata `pmid`, else looked up by its question sentence, else None."
     out = []
@@ -375,27 +376,29 @@ def row_pmids(ds: Dataset, index: Mapping[str, str]) -> list[str | None]:
 
 # %% ../nbs/03_dedup.ipynb #e1d0d8af
 REASONS = ["fuzzy-eval", "pmid-eval", "ngram-eval", "duplicate"]
-DEFAULTS = dict(threshold=95, ngram=13, ngram_max_df=5, ngram_min_overlap=0.5, ngram_min_shared=3,
-                q=5, num_perm=128, bands=32,
-                rows=4, workers=2, canonical_dedup=False, pmid_local=True, checks=list(REASONS), examples=20,
-                eval_sets=None, eval_unavailable="error")
 
+# %% ../nbs/03_dedup.ipynb #3764d4fa
+def dedup_defaults() -> dict:
+    """The settings a bare `dedup` section starts from: the `paper` profile's. The profiles are the one place
+    defaults live; this fills what a partial `cfg` (a test, a direct call) leaves out."""
+    return dict(load_profile("paper").dedup)
 
+# %% ../nbs/03_dedup.ipynb #29f10901
 def _config(cfg: Mapping | None) -> dict:
-    c = {**DEFAULTS, **dict(cfg or {})}
+    c = {**dedup_defaults(), **dict(cfg or {})}
     bad = set(c["checks"]) - set(REASONS)
     if bad:
         raise ValueError(f"unknown dedup checks {sorted(bad)}; choose from {REASONS}")
     return c
 
-
+# %% ../nbs/03_dedup.ipynb #80e90db5
 def _eval_union(eval_sets) -> Dataset | None:
     if eval_sets is None or isinstance(eval_sets, Dataset):
         return eval_sets
     parts = list(eval_sets.values()) if isinstance(eval_sets, Mapping) else list(eval_sets)
     return concatenate_datasets(parts) if parts else None
 
-
+# %% ../nbs/03_dedup.ipynb #4e774eb0
 def _local_pmid_rows() -> list[Dataset]:
     "The labelled PubMedQA file beside the data (it carries the PMIDs), when there is one."
     from m1.core import data_dir
@@ -403,7 +406,63 @@ def _local_pmid_rows() -> list[Dataset]:
     d = data_dir(required=False)
     return [load_pool("pubmedqa", root=d)] if d is not None and (d / "pool/pubmedqa/ori_pqal.json").exists() else []
 
+# %% ../nbs/03_dedup.ipynb #9d25b2a9
+def _eval_witness(group: np.ndarray, is_ev: np.ndarray, has_pool: np.ndarray, has_ev: np.ndarray, pe: np.ndarray,
+                  n: int) -> np.ndarray:
+    "Per pool row: an eval row its group holds or a verified pair links it to (index into the eval union), or -1."
+    ev_member: dict = {}                          # group -> one eval row in it
+    for i in np.flatnonzero(is_ev).tolist():
+        ev_member.setdefault(int(group[i]), i)
+    fz = np.full(len(is_ev), -1, np.int64)        # per group: an eval row it matches
+    for g_, e in ev_member.items():
+        fz[g_] = e                                # identical to an eval prompt
+    for a, b in pe.tolist():
+        if has_pool[a] and has_ev[b] and fz[a] < 0:
+            fz[a] = ev_member[b]
+        if has_pool[b] and has_ev[a] and fz[b] < 0:
+            fz[b] = ev_member[a]
+    fg = fz[group[:n]]
+    return np.where(fg >= 0, fg - n, -1)
 
+# %% ../nbs/03_dedup.ipynb #fe853132
+def _similar_flags(ds: Dataset, ev, ne: int, c: dict, flags: dict, T: dict, stats: dict, t0: float) -> None:
+    """The `duplicate` and `fuzzy-eval` checks into `flags` (timings into `T`): MinHash-LSH candidates over pool
+    and eval prompts together, then each candidate pair verified by its similarity score."""
+    checks, n, thr, W = set(c["checks"]), len(ds), c["threshold"], c["workers"]
+    render, canon = prompts(ds), prompts(ds, canonical=True)
+    ecanon = prompts(ev, canonical=True) if ne and "fuzzy-eval" in checks else []
+    ne_f = len(ecanon)
+    texts = (canon if c["canonical_dedup"] else render) + ecanon
+    allc = canon + ecanon
+    T["render"] = round(time.time() - t0, 2)
+    group, cand = candidate_pairs(texts, allc, thr, c["q"], c["num_perm"], c["bands"], c["rows"], W, stats)
+    is_ev = np.arange(n + ne_f) >= n
+    has_ev = np.zeros(n + ne_f, bool); np.logical_or.at(has_ev, group, is_ev)
+    has_pool = np.zeros(n + ne_f, bool); np.logical_or.at(has_pool, group, ~is_ev)
+    t1 = time.time()
+    if "duplicate" in checks:
+        pp = cand[has_pool[cand[:, 0]] & has_pool[cand[:, 1]]]
+        sc = verify_pairs([texts[i] for i in pp[:, 0]], [texts[j] for j in pp[:, 1]], thr, W)
+        flags["duplicate"] = earliest_match(group[:n], pp[sc >= thr])
+    T["verify_pool"] = round(time.time() - t1, 2)
+    t1 = time.time()
+    if ne_f:
+        pe = cand[(has_pool[cand[:, 0]] & has_ev[cand[:, 1]]) | (has_ev[cand[:, 0]] & has_pool[cand[:, 1]])]
+        sc = verify_pairs([allc[i] for i in pe[:, 0]], [allc[j] for j in pe[:, 1]], thr, W)
+        flags["fuzzy-eval"] = _eval_witness(group, is_ev, has_pool, has_ev, pe[sc >= thr], n)
+    T["verify_eval"] = round(time.time() - t1, 2)
+
+# %% ../nbs/03_dedup.ipynb #093628c6
+def _pmid_flags(ds: Dataset, ev, local: bool) -> np.ndarray:
+    "Per pool row: the first eval row citing the same PubMed id, or -1 (`local`: also the PMIDs of the local files)."
+    index = pmid_index(ds, *(_local_pmid_rows() if local else []))
+    first_e: dict = {}
+    for i, p in enumerate(row_pmids(ev, index)):
+        if p:
+            first_e.setdefault(p, i)
+    return np.array([first_e.get(p, -1) if p else -1 for p in row_pmids(ds, index)], np.int64)
+
+# %% ../nbs/03_dedup.ipynb #7f6e694c
 def find_removals(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Per enabled check, for every pool row: the earlier pool row (`duplicate`) or the eval row (the others)
     it matches, or -1. Also returns timings and candidate-search statistics."""
@@ -412,52 +471,12 @@ def find_removals(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[d
     ev = _eval_union(eval_sets)
     n, ne = len(ds), (len(ev) if ev is not None else 0)
     flags = {r: np.full(n, -1, np.int64) for r in REASONS}
-    thr, W = c["threshold"], c["workers"]
     stats: dict = {}
     if checks & {"duplicate", "fuzzy-eval"} and n:
-        render, canon = prompts(ds), prompts(ds, canonical=True)
-        ecanon = prompts(ev, canonical=True) if ne and "fuzzy-eval" in checks else []
-        ne_f = len(ecanon)
-        texts = (canon if c["canonical_dedup"] else render) + ecanon
-        allc = canon + ecanon
-        T["render"] = round(time.time() - t0, 2)
-        group, cand = candidate_pairs(texts, allc, thr, c["q"], c["num_perm"], c["bands"], c["rows"], W, stats)
-        is_ev = np.arange(n + ne_f) >= n
-        has_ev = np.zeros(n + ne_f, bool); np.logical_or.at(has_ev, group, is_ev)
-        has_pool = np.zeros(n + ne_f, bool); np.logical_or.at(has_pool, group, ~is_ev)
-        t1 = time.time()
-        if "duplicate" in checks:
-            pp = cand[has_pool[cand[:, 0]] & has_pool[cand[:, 1]]]
-            sc = verify_pairs([texts[i] for i in pp[:, 0]], [texts[j] for j in pp[:, 1]], thr, W)
-            flags["duplicate"] = earliest_match(group[:n], pp[sc >= thr])
-        T["verify_pool"] = round(time.time() - t1, 2)
-        t1 = time.time()
-        if ne_f:
-            pe = cand[(has_pool[cand[:, 0]] & has_ev[cand[:, 1]]) | (has_ev[cand[:, 0]] & has_pool[cand[:, 1]])]
-            sc = verify_pairs([allc[i] for i in pe[:, 0]], [allc[j] for j in pe[:, 1]], thr, W)
-            pe = pe[sc >= thr]
-            ev_member: dict = {}                          # group -> one eval row in it
-            for i in np.flatnonzero(is_ev).tolist():
-                ev_member.setdefault(int(group[i]), i)
-            fz = np.full(n + ne_f, -1, np.int64)          # per group: an eval row it matches
-            for g_, e in ev_member.items():
-                fz[g_] = e                                # identical to an eval prompt
-            for a, b in pe.tolist():
-                if has_pool[a] and has_ev[b] and fz[a] < 0:
-                    fz[a] = ev_member[b]
-                if has_pool[b] and has_ev[a] and fz[b] < 0:
-                    fz[b] = ev_member[a]
-            fg = fz[group[:n]]
-            flags["fuzzy-eval"] = np.where(fg >= 0, fg - n, -1)
-        T["verify_eval"] = round(time.time() - t1, 2)
+        _similar_flags(ds, ev, ne, c, flags, T, stats, t0)
     t1 = time.time()
     if ne and "pmid-eval" in checks:
-        index = pmid_index(ds, *(_local_pmid_rows() if c["pmid_local"] else []))
-        first_e: dict = {}
-        for i, p in enumerate(row_pmids(ev, index)):
-            if p:
-                first_e.setdefault(p, i)
-        flags["pmid-eval"] = np.array([first_e.get(p, -1) if p else -1 for p in row_pmids(ds, index)], np.int64)
+        flags["pmid-eval"] = _pmid_flags(ds, ev, c["pmid_local"])
     T["pmid"] = round(time.time() - t1, 2)
     t1 = time.time()
     if ne and n and "ngram-eval" in checks and c["ngram"]:
@@ -469,7 +488,7 @@ def find_removals(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[d
     T["total"] = round(time.time() - t0, 2)
     return flags, {"seconds": T, "lsh": stats, "eval_sources": column(ev, "source") if ne else []}
 
-
+# %% ../nbs/03_dedup.ipynb #a50783e2
 def assign_reasons(flags: Mapping[str, np.ndarray], checks: Sequence[str] = REASONS) -> tuple[np.ndarray, np.ndarray]:
     "(reason, witness) per row: the first reason of `REASONS` among `checks` that flags it ('' = kept)."
     n = len(next(iter(flags.values())))
@@ -480,7 +499,7 @@ def assign_reasons(flags: Mapping[str, np.ndarray], checks: Sequence[str] = REAS
             reason[hit], witness[hit] = r, flags[r][hit]
     return reason, witness
 
-
+# %% ../nbs/03_dedup.ipynb #33888e3c
 def dedup(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[Dataset, dict]:
     "Remove near-duplicates (m1's rule) and eval contamination (fuzzy, PMID, n-gram): (kept rows, report)."
     c = _config(cfg)
@@ -505,10 +524,10 @@ def dedup(ds: Dataset, eval_sets, cfg: Mapping | None = None) -> tuple[Dataset, 
               "flagged": {r: int((flags[r] >= 0).sum()) for r in REASONS},
               "eval_unavailable": [list(u) for u in getattr(eval_sets, "unavailable", [])],
               "by_source": by_source, "examples": examples, "lsh": info["lsh"], "seconds": info["seconds"],
-              "config": {k: c[k] for k in DEFAULTS}}
+              "config": {k: c[k] for k in dedup_defaults()}}
     return out, report
 
-
+# %% ../nbs/03_dedup.ipynb #2612b62e
 def removal_table(report: dict):
     "The removal report as a table: rows in, removed by reason, rows out, per source and in total."
     import pandas as pd
@@ -519,12 +538,12 @@ def removal_table(report: dict):
 # %% ../nbs/03_dedup.ipynb #0d799fbd
 EVAL_UNAVAILABLE = ("error", "skip")
 
-
+# %% ../nbs/03_dedup.ipynb #c5c5fdaa
 class EvalSets(dict):
     "name -> Dataset, plus `unavailable`: [(name, reason)] of the requested sets that were left out."
     unavailable: list
 
-
+# %% ../nbs/03_dedup.ipynb #2ee7fbbe
 def load_eval_sets(names: Sequence[str] | None = None, limit: int | None = None, *, eval_file=None,
                    hub: bool = True, unavailable: str = "error") -> EvalSets:
     """The eval suite for decontamination: name -> Dataset (`m1.data.EVAL_SETS` by default), each from the
@@ -547,7 +566,7 @@ def load_eval_sets(names: Sequence[str] | None = None, limit: int | None = None,
             out.unavailable.append((nm, str(e)))
     return out
 
-
+# %% ../nbs/03_dedup.ipynb #66b40469
 def decontamination_sets(P) -> EvalSets:
     "The profile's decontamination list: `dedup.eval_sets` (null: `data.eval_sets`), per `dedup.eval_unavailable`."
     d, dd = P.get("data", {}), P.get("dedup", {})

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from datasets import Dataset, Features, Value
 
-from .client import ChatClient, Server, start_server
+from .client import ChatClient
+from .serve import Server, start_server
 from .core import load_env, load_stage, save_stage, work_dir
 from .data import render_prompt
 from .grade import trace_correct
@@ -22,12 +23,12 @@ from .grade import trace_correct
 # %% auto #0
 __all__ = ['CALL_KEYS', 'NEW_COLUMNS', 'REQUIRED_COLUMNS', 'TEACHER_ON', 'ALIASES', 'ModelCall', 'model_calls',
            'distill_messages', 'Endpoint', 'find_endpoint', 'endpoints', 'cache_file', 'solved_by_small',
-           'teacher_questions', 'distill', 'stage_config', 'distill_stage', 'run_stage']
+           'teacher_questions', 'distill', 'stage_config', 'distill_stage', 'distill_run']
 
 # %% ../nbs/04_distill.ipynb #3236eaad
 CALL_KEYS = {"model", "temperature", "max_tokens", "samples", "seed", "env"}
 
-
+# %% ../nbs/04_distill.ipynb #4743561a
 @dataclass(frozen=True)
 class ModelCall:
     "How one labelled model is asked: served name, sampling, budget, samples, and where its endpoint lives."
@@ -44,7 +45,7 @@ class ModelCall:
         "One seed per sample."
         return [None] if self.seed is None else [self.seed + s for s in range(self.samples)]
 
-
+# %% ../nbs/04_distill.ipynb #69edcec5
 def model_calls(cfg: dict, small_models: list[str] | None = None) -> list[ModelCall]:
     "The `ModelCall`s of a `distill` section: teachers first, then the filter's small models (deduplicated)."
     teachers = list(cfg.get("teachers") or [])
@@ -89,7 +90,7 @@ class Endpoint:
     api_key: str | None
     where: str
 
-
+# %% ../nbs/04_distill.ipynb #00e9e6f3
 def find_endpoint(call: ModelCall, server: dict | None) -> Endpoint | None:
     "The endpoint from env vars or the profile's `server.base_urls`; None when a local server must be started."
     load_env()
@@ -106,7 +107,7 @@ def find_endpoint(call: ModelCall, server: dict | None) -> Endpoint | None:
                      "the environment or .env, or list your servers in the profile's server.base_urls, or set "
                      "server.backend to 'xllamacpp' or 'transformers' to serve it on this machine")
 
-
+# %% ../nbs/04_distill.ipynb #76230e43
 @contextlib.contextmanager
 def endpoints(calls: list[ModelCall], server: dict | None, parallel: int = 4) -> Iterator[dict[str, Endpoint]]:
     "Endpoints for every call, starting (and finally stopping) one local server per distinct local model."
@@ -136,19 +137,19 @@ TEACHER_ON = ("failed", "all")
 ALIASES = {"deepseek-reasoner": "DeepSeek's API alias no longer serves DeepSeek-R1 (m1's teacher) and its max_tokens "
                                 "now counts the reasoning: ask deepseek-ai/DeepSeek-R1 on an endpoint that serves it"}
 
-
+# %% ../nbs/04_distill.ipynb #2d0800ec
 def cache_file(cfg: dict, root: str | Path | None = None) -> Path:
     "The request cache of the distill stage."
     return Path(cfg["cache"]) if cfg.get("cache") else Path(root or work_dir()) / "cache" / "distill.jsonl"
 
-
+# %% ../nbs/04_distill.ipynb #987048b2
 def solved_by_small(rows: list[dict], answers: dict[str, dict[int, list[dict]]], grader: str = "m1",
                     accept: list[str] | None = None) -> list[bool]:
     "Per question: does any small model's answer (any sample) count as correct with the filter's grader?"
     return [any(trace_correct(r["text"] or "", row, grader, accept=accept)
                 for per_q in answers.values() for r in per_q.get(i, [])) for i, row in enumerate(rows)]
 
-
+# %% ../nbs/04_distill.ipynb #3d280e7f
 def teacher_questions(cfg: dict, calls: list[ModelCall]) -> str:
     "Check `distill.teacher_on` against the rest of the configuration; returns it."
     on = cfg.get("teacher_on", "all")
@@ -163,7 +164,7 @@ def teacher_questions(cfg: dict, calls: list[ModelCall]) -> str:
                          "distill.teacher_on 'failed' never asks the teacher about them: set distill.teacher_on: all")
     return on
 
-
+# %% ../nbs/04_distill.ipynb #1b64ffa4
 def distill(ds: Dataset, cfg: dict, root: str | Path | None = None, progress: bool = True) -> tuple[Dataset, dict]:
     "Ask the small models every question and the teachers all or only the failed ones (resumable); (dataset, report)."
     if missing := [c for c in REQUIRED_COLUMNS if c not in ds.column_names]:
@@ -232,20 +233,20 @@ def distill(ds: Dataset, cfg: dict, root: str | Path | None = None, progress: bo
     feats = Features({**ds.features, **NEW_COLUMNS})
     return Dataset.from_list(out, features=feats) if out else Dataset.from_dict({k: [] for k in feats}, features=feats), report
 
-
+# %% ../nbs/04_distill.ipynb #0f4016d7
 def stage_config(P) -> dict:
     "The distill stage's configuration from a profile: its section plus the filter's small models, grader, accept, keep_easy, and the server."
     F = P.filter
     return {**P.distill, "small_models": list(F.small_models), "grader": F.get("grader", "m1"), "accept": F.get("accept"),
             "keep_easy": bool(F.get("keep_easy", False)), "server": dict(P.server)}
 
-
+# %% ../nbs/04_distill.ipynb #b01a55b3
 def distill_stage(ds: Dataset, cfg: dict) -> Dataset:
     "The pipeline stage: `distill` with a `stage_config`."
     return distill(ds, cfg)[0]
 
-
-def run_stage(work: str | Path, cfg: dict, progress: bool = True) -> tuple[Dataset, dict]:
+# %% ../nbs/04_distill.ipynb #b077741a
+def distill_run(work: str | Path, cfg: dict, progress: bool = True) -> tuple[Dataset, dict]:
     "Load `dedup` from the work dir, distill, save `distill` with its report (what the notebook and jobs run)."
     ds = load_stage("dedup", work)
     out, report = distill(ds, cfg, root=work, progress=progress)

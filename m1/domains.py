@@ -25,13 +25,13 @@ __all__ = ['NLM_TSV', 'QUALIFIERS_JSON', 'SYSTEM_PROMPT', 'DOMAIN_KEYS', 'REQUIR
 NLM_TSV = "mesh_qualifiers_nlm.tsv"
 QUALIFIERS_JSON = ASSETS / "mesh_qualifiers.json"
 
-
+# %% ../nbs/06_domains.ipynb #43350073
 def nlm_tsv_path() -> Path:
     "Where NLM's qualifier table is expected: `reference/mesh_qualifiers_nlm.tsv` beside the data folder (`M1_DATA`)."
     base = data_dir(required=False) or repo_root().parent / "shared" / "data"
     return Path(base).parent / "reference" / NLM_TSV
 
-
+# %% ../nbs/06_domains.ipynb #c87c0fa1
 def qualifiers_from_tsv(path: str | Path | None = None) -> list[dict]:
     "NLM's qualifier table as m1's taxonomy: row i (alphabetical) -> `{code: f'{i:02d}', title: Name, description: Scope Notes}`."
     path = Path(path or nlm_tsv_path())
@@ -58,12 +58,12 @@ def qualifiers_from_tsv(path: str | Path | None = None) -> list[dict]:
         raise ValueError(f"{path}: {len(quals)} qualifiers, expected NLM's 76")
     return quals
 
-
+# %% ../nbs/06_domains.ipynb #ba4c0ea3
 def qualifiers_json(quals: list[dict]) -> str:
     "The asset's exact text (deterministic: one byte sequence per taxonomy)."
     return json.dumps(quals, indent=1, ensure_ascii=False) + "\n"
 
-
+# %% ../nbs/06_domains.ipynb #afbc6ac5
 def write_qualifiers(quals: list[dict], path: str | Path | None = None) -> bool:
     "Write the taxonomy asset atomically when its content differs; True when it wrote."
     path = Path(path or QUALIFIERS_JSON)
@@ -74,7 +74,7 @@ def write_qualifiers(quals: list[dict], path: str | Path | None = None) -> bool:
         f.write(text)
     return True
 
-
+# %% ../nbs/06_domains.ipynb #80f466fd
 def load_qualifiers(path: str | Path | None = None) -> list[dict]:
     "The MeSH qualifiers `[{code, title, description}]`, codes '00'.. in order (checked)."
     path = Path(path or QUALIFIERS_JSON)
@@ -95,12 +95,12 @@ SYSTEM_PROMPT = (  # m1's classifier system prompt, as its code sends it
     "into the most relevant subject. Explain your reasoning, and end your response on a new line with two-digit "
     "code of the subject that the question belongs to.")
 
-
+# %% ../nbs/06_domains.ipynb #9d8bf789
 def rubric(quals: list[dict]) -> str:
     "m1's rubric: '### {title}\\n* Code: {code}\\n* Description: {description}' per qualifier, blank-line separated."
     return "\n\n".join(f"### {q['title']}\n* Code: {q['code']}\n* Description: {q['description']}" for q in quals)
 
-
+# %% ../nbs/06_domains.ipynb #b6bd5fed
 def classifier_messages(row: dict, quals: list[dict], rubric_first: bool = False, rubric_text: str | None = None
                         ) -> list[dict]:
     "m1's conversation for one question: the system prompt, then the question and the rubric (or rubric first)."
@@ -129,7 +129,7 @@ def code_format(codes) -> dict:
         "type": "object", "properties": {"code": {"type": "string", "enum": sorted(codes)}},
         "required": ["code"], "additionalProperties": False}}}
 
-
+# %% ../nbs/06_domains.ipynb #6ef0d5b5
 def parse_reply(text: str | None, codes: set[str], constrained: bool = False) -> str | None:
     "The code of a reply: the JSON `code` field when `constrained`, else m1's last-line rule (`parse_code`)."
     if not constrained:
@@ -144,7 +144,7 @@ def parse_reply(text: str | None, codes: set[str], constrained: bool = False) ->
 class ClassificationFailed(RuntimeError):
     "More questions than `domains.max_fail_share` allows still have no valid qualifier code after the re-asks."
 
-
+# %% ../nbs/06_domains.ipynb #75895e7f
 def classify_domains(ds: Dataset, client, quals: list[dict] | None = None, max_tokens: int | None = None,
                      retries: int = 1, on_fail: str = "unknown", temperature: float | None = None,
                      constrain: bool = False, max_fail_share: float = 0.0, rubric_first: bool = False
@@ -205,7 +205,7 @@ DOMAIN_KEYS = {"classifier", "base_url", "backend", "max_tokens", "temperature",
                "on_fail", "constrain", "rubric_first"}
 REQUIRED_DOMAIN_KEYS = ("classifier", "retries", "max_fail_share", "on_fail")
 
-
+# %% ../nbs/06_domains.ipynb #4869d221
 def domain_options(cfg: dict) -> dict:
     "`classify_domains` keywords from a profile's `domains` section (unknown keys and missing required keys are errors)."
     if bad := sorted(set(cfg) - DOMAIN_KEYS):
@@ -216,12 +216,13 @@ def domain_options(cfg: dict) -> dict:
                 on_fail=cfg["on_fail"], max_fail_share=cfg["max_fail_share"], constrain=bool(cfg.get("constrain", False)),
                 rubric_first=bool(cfg.get("rubric_first", False)))
 
-
+# %% ../nbs/06_domains.ipynb #7272aba5
 @contextlib.contextmanager
 def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int = 8192,
                       concurrency: int = 4) -> Iterator:
     "A cached `ChatClient` for the profile's domain classifier (starting a loopback server when needed)."
-    from m1.client import ChatClient, start_server
+    from m1.client import ChatClient
+    from m1.serve import start_server
     from m1.core import cache_dir
     cache_path = cache_path or cache_dir() / "chat" / "domains.jsonl"
     if cfg.get("base_url"):
@@ -235,7 +236,7 @@ def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int 
     finally:
         srv.stop()
 
-
+# %% ../nbs/06_domains.ipynb #486f44d4
 def domains_stage(ds: Dataset, cfg: dict, client=None) -> Dataset:
     "The pipeline stage: classify with the profile's `domains` section (opening its client unless given one)."
     kw = domain_options(cfg)
@@ -254,7 +255,7 @@ def domain_table(ds: Dataset, quals: list[dict] | None = None) -> pd.DataFrame:
     df["%"] = (100 * df["questions"] / max(1, len(ds))).round(1)
     return df.sort_values(["questions", "code"], ascending=[False, True], ignore_index=True)
 
-
+# %% ../nbs/06_domains.ipynb #8607f0c6
 def plot_domains(table: pd.DataFrame, title: str = "Questions per MeSH qualifier", top: int = 76):
     "Horizontal bar chart of a `domain_table` (largest on top; 'unknown' in grey)."
     import matplotlib

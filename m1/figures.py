@@ -25,7 +25,7 @@ def figures_dir(path: str | Path | None = None) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
 
-
+# %% ../nbs/12_figures.ipynb #1ead4d27
 def save_figure(fig, stem: str, folder: str | Path | None = None) -> list[Path]:
     "Save `fig` as `<stem>.png` and `<stem>.pdf` in `folder`, atomically; returns the paths."
     out = []
@@ -38,10 +38,10 @@ def save_figure(fig, stem: str, folder: str | Path | None = None) -> list[Path]:
     plt.close(fig)
     return out
 
-
+# %% ../nbs/12_figures.ipynb #3ec36b34
 def save_table(df: pd.DataFrame, stem: str, folder: str | Path | None = None, title: str = "") -> list[Path]:
     "Save a table as `<stem>.csv` and `<stem>.md` (pipe table), atomically."
-    from m1.evaluate import to_markdown
+    from m1.metrics import to_markdown
     d = figures_dir(folder)
     with atomic_write(d / f"{stem}.csv") as f:
         df.to_csv(f, index=False)
@@ -95,7 +95,7 @@ def plot_wait_curve(metrics: pd.DataFrame, budget: int | None = None, title: str
 # %% ../nbs/12_figures.ipynb #9f53f769
 CURATION_STAGES = ["merge", "dedup", "distill", "filter", "domains", "select", "sft_data"]
 
-
+# %% ../nbs/12_figures.ipynb #9211b6d3
 def stage_counts(work: str | Path) -> pd.DataFrame:
     "Table 3: rows saved by each curation stage that has run in `work`, with the share of the merged pool."
     rows = []
@@ -124,7 +124,8 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
     res = work / "eval" / "results.jsonl"
     df = None
     if res.exists():
-        from m1.evaluate import load_results, metrics_table, results_table
+        from m1.store import load_results
+        from m1.metrics import metrics_table, results_table
         df = load_results(res)
         if "mode" in df.columns and (df["mode"] != "budget").any():   # plain / CoT baselines: no budget axis
             log(f"{(df['mode'] != 'budget').sum()} plain/CoT answers in {res}: the curves use the budget-forcing ones")
@@ -145,7 +146,7 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
                                                   "results_waits", out, f"Accuracy (%) by forced Waits at {at} — {model}")
         base = work / "eval" / "base" / "results.jsonl"
         if base.exists():
-            from m1.evaluate import compare_table
+            from m1.metrics import compare_table
             bdf = load_results(base)
             bdf = bdf[bdf["mode"] == "budget"] if "mode" in bdf.columns else bdf
             bname = run_label(bdf.attrs.get("config", {}).get("model", "base"))

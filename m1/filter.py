@@ -21,7 +21,7 @@ def grade_row(row: dict, accept: list[str] | None = None, field: str = "attempt"
     g = trace_grade(row.get(field), row, grader, accept)
     return {"pred": g["pred"], "correct": bool(g["correct"]), "grade_method": g["method"], "grader": grader}
 
-
+# %% ../nbs/05_filter.ipynb #11023297
 def _check_grader(grader: str, accept: list[str] | None) -> None:
     if grader not in GRADERS:
         raise ValueError(f"filter.grader must be one of {list(GRADERS)}, got {grader!r}")
@@ -29,7 +29,7 @@ def _check_grader(grader: str, accept: list[str] | None) -> None:
         raise ValueError(f"filter.accept = {accept!r} applies to filter.grader 'strict' only (m1's grader has no "
                          "methods to choose from): set filter.accept to null")
 
-
+# %% ../nbs/05_filter.ipynb #d6f1caad
 def grade_attempts(ds: Dataset, accept: list[str] | None = None, grader: str = "strict") -> Dataset:
     "Add `pred`, `correct`, `grade_method` and `grader` columns (grading `attempt` against each row's gold answer)."
     _check_grader(grader, accept)
@@ -46,7 +46,7 @@ def _pick(rows: list[dict], pick: str) -> dict:
         return max(rows, key=lambda r: (len(r.get("reasoning") or ""), -r["_row"]))
     raise ValueError(f"filter.pick must be 'first' or 'longest', got {pick!r}")
 
-
+# %% ../nbs/05_filter.ipynb #dca32c79
 def filter_questions(ds: Dataset, small_models: list[str], teacher: str, accept: list[str] | None = None,
                      keep_easy: bool = False, pick: str = "first", grader: str = "strict") -> tuple[Dataset, dict]:
     """m1's filter over distilled rows (question x model): drop questions any small model answers correctly,
@@ -121,7 +121,7 @@ def filter_questions(ds: Dataset, small_models: list[str], teacher: str, accept:
         out = Dataset.from_dict({c: [] for c in cols})
     return out, stats
 
-
+# %% ../nbs/05_filter.ipynb #56582415
 def filter_stage(ds: Dataset, cfg: dict) -> Dataset:
     "The pipeline stage: `filter_questions` with the profile's `filter` section."
     keys = ("small_models", "teacher", "accept", "keep_easy", "pick", "grader")
@@ -132,7 +132,7 @@ def upstream_counts(root: str | Path | None = None) -> dict:
     "Rows saved by the merge and dedup stages in a work dir (None where a stage has not run)."
     return {s: (stage_manifest(s, root)["rows"] if stage_done(s, root) else None) for s in ("merge", "dedup")}
 
-
+# %% ../nbs/05_filter.ipynb #fe7799ae
 def curation_table(stats: dict, upstream: dict | None = None) -> pd.DataFrame:
     "Questions left after each curation step, with % of the merged pool and % of the previous step."
     up = upstream or {}

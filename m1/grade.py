@@ -30,7 +30,7 @@ def find_boxed(text: str, which: str = "last") -> str | None:
         # an unclosed box is skipped; the next one (or the fallback) is tried
     return None
 
-
+# %% ../nbs/01b_grade.ipynb #04d36b97
 def clean_boxed(s: str) -> str:
     "Unwrap `\\text{}`/`\\textbf{}`/`\\mathrm{}`, keep what follows the last `=`, strip `$`, spaces, final '.'."
     prev = None
@@ -44,7 +44,7 @@ def clean_boxed(s: str) -> str:
 def _norm(s: str) -> str:
     return re.sub(r"\s+", " ", s).strip().lower().rstrip(".")
 
-
+# %% ../nbs/01b_grade.ipynb #182ea046
 def letter_of(candidate: str, options: list[str]) -> str | None:
     "Read one answer string (boxed content, say) as a letter: the option text, 'L. text', '(L)', 'L' or 'L.'..."
     c = candidate.strip().strip("*").strip()
@@ -70,7 +70,7 @@ class Extraction:
     letter: str | None
     method: str
 
-
+# %% ../nbs/01b_grade.ipynb #1575b23e
 _PATTERNS = [  # tried in order; the first that finds a valid letter decides
     r"(?i:answer is)[:\s]*\(?\**\s*([A-Za-z])(?=\s*[\.\)\*,:]|\s*$)",   # the answer is (C) / is c.
     r"(?i:answer)\s*:\s*\**\s*\(?([A-Z])\)?(?![\w'])",                  # Answer: C / Final Answer: C.
@@ -79,7 +79,7 @@ _PATTERNS = [  # tried in order; the first that finds a valid letter decides
     r"(?:^|\n)\s*([A-Z])[\.\)](?:\s|$)",                                  # a line starting "C." or "C)"
 ]
 
-
+# %% ../nbs/01b_grade.ipynb #f68f525b
 def extract_answer(text: str, options: list[str], match: str = "last", fuzzy_cutoff: float = 0.6) -> Extraction:
     "Read the chosen option from a model output with m1's order of methods; `match` is 'last' or 'first'."
     if match not in ("last", "first"):
@@ -118,7 +118,7 @@ def extract_answer(text: str, options: list[str], match: str = "last", fuzzy_cut
 # %% ../nbs/01b_grade.ipynb #fc89f3d3
 SCORERS = ("strict", "m1")
 
-
+# %% ../nbs/01b_grade.ipynb #a562b72d
 def grade(text: str, row: dict, match: str = "last", fuzzy_cutoff: float = 0.6, scorer: str = "strict") -> dict:
     """Grade one output against a schema row: {'pred': letter|None, 'correct': bool, 'method': str}.
     `scorer="strict"`: the project's `extract_answer` (`match`, `fuzzy_cutoff` tune it);
@@ -153,7 +153,7 @@ def _m1_last_box(s: str) -> tuple[str, bool]:
                 return s[i:j + 1], True
     return s, False
 
-
+# %% ../nbs/01b_grade.ipynb #dcf2d8e7
 def _m1_unwrap(s: str, cmd: str = "\\boxed") -> str:
     "`cmd{x}` -> x (what follows the last '=' in x, leading spaces dropped) when s is exactly that; else s."
     head = cmd + "{"
@@ -162,7 +162,7 @@ def _m1_unwrap(s: str, cmd: str = "\\boxed") -> str:
     inner = s[len(head):-1]
     return inner.rsplit("=", 1)[-1].lstrip(" ") if "=" in inner else inner
 
-
+# %% ../nbs/01b_grade.ipynb #41012c12
 def m1_extract(text: str) -> tuple[str, bool]:
     """m1's answer string: the last box's content (after a last '=', a whole `\\text{...}` unwrapped), or the
     whole text when no box closes. Returns (answer string, whether a closed box was found)."""
@@ -177,7 +177,7 @@ def m1_option_map(options: list[str]) -> dict[str, str]:
     lines = "\n".join(f"{L}. {o}" for L, o in zip(LETTERS, options)).split("\n")
     return dict(line.strip().split(". ", 1) for line in lines if ". " in line.strip())
 
-
+# %% ../nbs/01b_grade.ipynb #631dadea
 def huatuo_choice(text: str, options: dict[str, str]) -> tuple[str, str]:
     """HuatuoGPT-o1's answer matcher as m1 runs it (the last match wins): (letter, rule), the rule one of
     "answer_is", "letter", "option_text", "closest". It always returns a letter."""
@@ -219,7 +219,7 @@ def m1_score(text: str, row: dict) -> dict:
 # %% ../nbs/01b_grade.ipynb #735ae693
 GRADERS = ("m1", "strict")
 
-
+# %% ../nbs/01b_grade.ipynb #e47bca11
 def m1_trace_verdict(text: str, row: dict) -> tuple[bool, str]:
     """m1's filter grader: (correct, rule). The answer string is `m1_extract`'s (last box, else the whole
     output); correct when it equals the gold text (case, outer spaces ignored) or its first character is the
@@ -251,7 +251,7 @@ def trace_grade(text: str, row: dict, grader: str = "m1", accept: list[str] | No
     g = grade(text, row)
     return {**g, "correct": bool(g["correct"] and (accept is None or g["method"] in accept))}
 
-
+# %% ../nbs/01b_grade.ipynb #c2ff246c
 def trace_correct(text: str, row: dict, grader: str = "m1", *, accept: list[str] | None = None) -> bool:
     "Whether a distilled answer counts as correct for the filter (see `trace_grade`)."
     return trace_grade(text, row, grader, accept)["correct"]

@@ -18,7 +18,7 @@ __all__ = ['HUB_SOURCES', 'SHUFFLE_SCOPES', 'expand_sources', 'split_pubmedqa', 
 # %% ../nbs/02_merge.ipynb #2d996317
 HUB_SOURCES = ["medqa", "pubmedqa", "headqa", "medmcqa"]  # m1's pool, in m1's order (its merge_data.py)
 
-
+# %% ../nbs/02_merge.ipynb #17cd52a5
 def expand_sources(sources: str | list[str]) -> list[tuple[str, str]]:
     "Profile source tokens (`hub`, `hub:NAME`, `local`, `local:NAME`, `demo`) -> ordered unique (kind, name)."
     if isinstance(sources, str):
@@ -52,13 +52,13 @@ def split_pubmedqa(ds: Dataset, keep: int | None = 500, seed: int = 0) -> Datase
 # %% ../nbs/02_merge.ipynb #83e8209d
 SHUFFLE_SCOPES = ("pool", "source")
 
-
+# %% ../nbs/02_merge.ipynb #9df5211a
 def _report(ds: Dataset, name: str) -> dict:
     r = load_report(ds)
     return {"rows_in": r.get("rows_in", len(ds)), "rows_out": len(ds), "skipped": list(r.get("skipped", [])),
             "warnings": len(r.get("warnings", []))}
 
-
+# %% ../nbs/02_merge.ipynb #11bf6674
 def load_source(kind: str, name: str, cfg: dict | None = None) -> tuple[Dataset, dict]:
     """One source -> (rows in the schema, report dict). `cfg`: the profile's `data` section.
     With `shuffle_scope: source` the options are shuffled here, per source, as m1 did (before PubMedQA's split)."""
@@ -100,7 +100,7 @@ def load_source(kind: str, name: str, cfg: dict | None = None) -> tuple[Dataset,
 class MergeError(ValueError):
     "A source lost too many rows to invalid data (or had none): the merge stops and says which."
 
-
+# %% ../nbs/02_merge.ipynb #c4a23fa2
 def check_invalid(per_source: dict, max_share: float | None = 0.01) -> None:
     "Fail when a source read no rows, or skipped more than `max_share` of its rows as invalid (None: no check)."
     for name, r in per_source.items():
@@ -111,7 +111,7 @@ def check_invalid(per_source: dict, max_share: float | None = 0.01) -> None:
                              f"({r['skipped'] / r['rows_in']:.2%} > data.max_invalid_share {max_share:.2%}); "
                              f"first: {r['first_skipped']}")
 
-
+# %% ../nbs/02_merge.ipynb #4f24057d
 def merge(cfg: dict) -> Dataset:
     "Merge the sources named by `cfg['sources']` (the profile's `data` section) into one shuffled pool."
     cfg = dict(cfg)
@@ -139,12 +139,12 @@ def merge(cfg: dict) -> Dataset:
     pool.info.description = json.dumps(report)
     return pool
 
-
+# %% ../nbs/02_merge.ipynb #3832cd9d
 def merge_report(ds: Dataset) -> dict:
     "The merge report stored with a merged pool (read like any load report)."
     return load_report(ds)
 
-
+# %% ../nbs/02_merge.ipynb #649d2411
 def report_table(report: dict):
     "The merge report as a table: one row per source plus a total."
     import pandas as pd

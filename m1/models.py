@@ -32,7 +32,7 @@ class ModelSpec:
     pip_hint: str | None = None
     note: str = ""
 
-
+# %% ../nbs/01a_models.ipynb #a3475720
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 REGISTRY = {s.name: s for s in [
@@ -56,7 +56,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
             h.update(b)
     return h.hexdigest()
 
-
+# %% ../nbs/01a_models.ipynb #6894ea56
 def gguf_path(spec: ModelSpec, verify: bool = True) -> Path:
     "Locate an embedded GGUF in its package without importing the package; check its sha256."
     found = importlib.util.find_spec(spec.gguf_package)
@@ -76,7 +76,7 @@ def converted_dir(name: str) -> Path:
     "Where the fp32 conversion of an embedded model lives."
     return cache_dir() / "models" / f"{name}-fp32"
 
-
+# %% ../nbs/01a_models.ipynb #601987d5
 def convert_gguf(spec: ModelSpec, force: bool = False) -> Path:
     "De-quantize an embedded GGUF once into an fp32 safetensors folder (atomic, process-safe)."
     out = converted_dir(spec.name)
@@ -120,7 +120,7 @@ def resolve_model(name_or_path: str | None = None) -> str:
                          "or a hub id of the form owner/name")
     return name
 
-
+# %% ../nbs/01a_models.ipynb #673d742d
 def check_chatml(tok) -> None:
     "Raise unless `<|im_start|>` and `<|im_end|>` are single tokens (m1's think format needs them)."
     for marker in (IM_START, IM_END):
@@ -132,7 +132,7 @@ def check_chatml(tok) -> None:
                 f"tok.add_special_tokens({{'additional_special_tokens': ['{IM_START}', '{IM_END}']}}) and "
                 "model.resize_token_embeddings(len(tok)), then fine-tune so the model learns them.")
 
-
+# %% ../nbs/01a_models.ipynb #e8ce1f58
 def load_tokenizer(name_or_path: str | None = None, padding_side: str = "left", trust_remote_code: bool = False):
     "The tokenizer of a model (left padding by default, for batched generation)."
     from transformers import AutoTokenizer
@@ -142,7 +142,7 @@ def load_tokenizer(name_or_path: str | None = None, padding_side: str = "left", 
         tok.pad_token = tok.eos_token
     return tok
 
-
+# %% ../nbs/01a_models.ipynb #ff9ac4ed
 def load_model(name_or_path: str | None = None, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False, tokenizer: bool = True):
     "Load `(model, tokenizer)` by registry name, folder or hub id; fp32 on CPU, bf16 on GPU by default."
@@ -203,7 +203,7 @@ _GGUF_CHECKS = [  # config.json field -> GGUF key ({a}: the architecture)
     ("rms_norm_eps", "{a}.attention.layer_norm_rms_epsilon"),
 ]
 
-
+# %% ../nbs/01a_models.ipynb #6a6aeb17
 def _config_values(cfg: dict) -> dict:
     "The hyper-parameters of a transformers Llama config.json, with transformers' defaults filled in."
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}

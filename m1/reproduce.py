@@ -46,12 +46,12 @@ READS = {  # the profile keys a stage's output depends on: sections or dotted ke
 
 DATA_READS = {"merge": ["pool"], "dedup": ["eval", "pool"], "eval": ["eval"]}   # folders of M1_DATA a stage reads
 
-
+# %% ../nbs/14_reproduce.ipynb #905d811b
 class StageFailed(RuntimeError):
     "A stage notebook raised; the one-line message names the stage, notebook, cell and error."
     input_error = False
 
-
+# %% ../nbs/14_reproduce.ipynb #fbff8fb7
 def default_work(profile: str) -> Path:
     "Each profile gets its own work dir, so tiny and paper runs never mix."
     return repo_root() / "work" / Path(profile).stem
@@ -62,7 +62,7 @@ def _flat(d: Any, prefix: str) -> dict:
         return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
     return {prefix: d}
 
-
+# %% ../nbs/14_reproduce.ipynb #ea4c2aca
 def stage_params(P: dict, stage: str, extra: dict | None = None) -> dict:
     "The parameters a stage's output depends on, flat: the profile keys it reads (`READS`) and its notebook parameters."
     out: dict = {}
@@ -79,7 +79,7 @@ def stage_params(P: dict, stage: str, extra: dict | None = None) -> dict:
     out.update({f"-p {stage}.{k}": v for k, v in sorted((extra or {}).items())})
     return json.loads(redact(json.dumps(out, default=str)))   # plain JSON, no secret: comparable with a saved record
 
-
+# %% ../nbs/14_reproduce.ipynb #9588376f
 def data_fingerprint(stage: str) -> str | None:
     "A hash of the names, sizes and modification times of the `M1_DATA` files the stage reads (None: none read)."
     parts = DATA_READS.get(stage)
@@ -90,7 +90,7 @@ def data_fingerprint(stage: str) -> str | None:
                    for part in parts if (root / part).is_dir() for p in (root / part).rglob("*") if p.is_file())
     return stable_hash([str(root), files])
 
-
+# %% ../nbs/14_reproduce.ipynb #d3929aa8
 def upstream(stage: str, work: str | Path) -> dict:
     "Which save of each earlier stage's output is there now (`output_id`, else a hash of its manifest): a stage's inputs."
     names = [s for s, _ in STAGES]
@@ -102,12 +102,12 @@ def upstream(stage: str, work: str | Path) -> dict:
                 out[s] = m.get("output_id") or stable_hash({k: v for k, v in m.items() if k != "run"})
     return out
 
-
+# %% ../nbs/14_reproduce.ipynb #cca92bee
 def run_record(P: dict, stage: str, extra: dict | None, work: str | Path) -> dict:
     "What a stage ran with: parameters, the upstream outputs and data files it read."
     return {"params": stage_params(P, stage, extra), "upstream": upstream(stage, work), "data": data_fingerprint(stage)}
 
-
+# %% ../nbs/14_reproduce.ipynb #0e37518d
 def stale_reason(stage: str, work: str | Path, record: dict) -> str | None:
     """Why a finished stage must run again (its parameters, upstream outputs or data files changed since it ran),
     None when it is up to date, '' when it ran outside `m1 reproduce` (nothing recorded to compare)."""
@@ -130,7 +130,7 @@ def stale_reason(stage: str, work: str | Path, record: dict) -> str | None:
         return f"the data files it read changed (M1_DATA {', '.join(DATA_READS.get(stage, []))})"
     return None
 
-
+# %% ../nbs/14_reproduce.ipynb #613b6f67
 def save_record(stage: str, work: str | Path, record: dict) -> None:
     "Add the run record to the stage's manifest (atomically)."
     p = stage_path(stage, work) / "manifest.json"
@@ -144,7 +144,7 @@ INPUT_ERRORS = {"ValueError", "ProfileError", "FileNotFoundError", "IsADirectory
                 "PermissionError", "UnicodeDecodeError", "KeyError", "ConnectionError", "ConnectionRefusedError",
                 "RequestFailed", "APIConnectionError", "AuthenticationError", "NotFoundError", "BadRequestError"}
 
-
+# %% ../nbs/14_reproduce.ipynb #8ebc35dd
 class RedactingIO:
     "papermill I/O for `m1safe://PATH`: every save of an executed notebook is redacted (`m1.core.redact`), then written atomically."
     def read(self, path):
@@ -161,11 +161,11 @@ class RedactingIO:
     def pretty_path(self, path):
         return path[len(SAFE_SCHEME):]
 
-
+# %% ../nbs/14_reproduce.ipynb #0557acc0
 def _one_line(text: str) -> str:
     return " ".join(x.strip() for x in str(text).splitlines() if x.strip())
 
-
+# %% ../nbs/14_reproduce.ipynb #9e2ae716
 def run_stage(notebook: str | Path, out: str | Path, profile: str, work: str | Path, extra: dict | None = None,
               nbs: str | Path | None = None, stage: str = "") -> float:
     """Execute one stage notebook with papermill; returns seconds; raises `StageFailed` naming the cell.
@@ -226,7 +226,7 @@ def notebook_params(path: str | Path) -> list[str]:
                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
     return []
 
-
+# %% ../nbs/14_reproduce.ipynb #9aff25da
 def check_stage_params(extra: dict, where: str = "-p", nbs: str | Path | None = None) -> dict:
     """Stage parameters (`{stage: {name: value}}`) checked before anything runs: every stage known, every name a
     parameter of its notebook and in the schema's `reproduce` section, every value of the schema's type."""
@@ -259,7 +259,7 @@ def _ours(p: Path) -> bool:
         return False
     return isinstance(d, dict) and ("papermill" in d.get("metadata", {}) or {"stages", "run_dir"} <= set(d))
 
-
+# %% ../nbs/14_reproduce.ipynb #257d7c04
 def reproduce(profile: str = "tiny", work: str | Path | None = None, run_id: str | None = None,
               until: str | None = None, only: list[str] | None = None, force: bool = False,
               extra: dict | None = None, stages: list[tuple[str, str]] | None = None,
@@ -365,11 +365,11 @@ def reproduce_main(argv: list[str] | None = None) -> int:
 # %% ../nbs/14_reproduce.ipynb #4377fa3b
 LEDGER = ".m1-written.json"
 
-
+# %% ../nbs/14_reproduce.ipynb #931a07ca
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
-
+# %% ../nbs/14_reproduce.ipynb #e6598cbf
 def install_outputs(files: list[Path], out: str | Path, legacy_ok: bool = False, log=print) -> list[Path]:
     """Move freshly written `files` into `out`, never over a file m1 did not write: a file there is replaced only
     when `out/.m1-written.json` records it as ours and unchanged since (or `legacy_ok`: a project folder from before
@@ -403,7 +403,7 @@ def install_outputs(files: list[Path], out: str | Path, legacy_ok: bool = False,
     write_json(ledger_p, ledger)
     return moved
 
-
+# %% ../nbs/14_reproduce.ipynb #89c025fb
 def figures_main(argv: list[str] | None = None) -> int:
     "`m1 figures [--profile P] [--work DIR] [--out DIR]`: redraw every figure and table from a run's saved results."
     import argparse

@@ -21,12 +21,12 @@ def _nested(keys: list) -> dict:
         g[k].append(i)
     return g
 
-
+# %% ../nbs/07_select.ipynb #58812edb
 def _draw(rng, keys) -> object:
     keys = sorted(keys)
     return keys[int(rng.integers(len(keys)))]
 
-
+# %% ../nbs/07_select.ipynb #affb2ca2
 def sample_domain_source(domains: list[str], sources: list[str], n: int, seed: int = 42) -> list[int]:
     "m1's sampler: domain uniform (among those left), then source uniform within it, then a question; no replacement."
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def sample_domain_source(domains: list[str], sources: list[str], n: int, seed: i
                 del pool[d]
     return out
 
-
+# %% ../nbs/07_select.ipynb #ef8357e0
 def sample_domain(domains: list[str], n: int, seed: int = 42) -> list[int]:
     "Domain uniform (among those left), then a question uniform within it; no replacement."
     rng = np.random.default_rng(seed)
@@ -59,7 +59,7 @@ def sample_domain(domains: list[str], n: int, seed: int = 42) -> list[int]:
             del pool[d]
     return out
 
-
+# %% ../nbs/07_select.ipynb #203ec9b6
 def sample_long(domains: list[str], lengths: list[int], n: int, seed: int = 42) -> list[int]:
     """s1's length preference: domain uniform (among those left), then a question of that domain with
     probability proportional to 2^-rank, rank 0 = the longest reasoning still left in the domain."""
@@ -75,7 +75,7 @@ def sample_long(domains: list[str], lengths: list[int], n: int, seed: int = 42) 
             del pool[d]
     return out
 
-
+# %% ../nbs/07_select.ipynb #065ce431
 def sample_random(n_rows: int, n: int, seed: int = 42) -> list[int]:
     "Uniform without replacement."
     rng = np.random.default_rng(seed)
@@ -84,7 +84,7 @@ def sample_random(n_rows: int, n: int, seed: int = 42) -> list[int]:
 # %% ../nbs/07_select.ipynb #fa59482b
 METHODS = ("domain_source", "domain", "random", "hard_random", "long")
 
-
+# %% ../nbs/07_select.ipynb #51c4c210
 def select_indices(ds: Dataset, n: int, method: str = "domain_source", seed: int = 42) -> list[int]:
     "Row indices of `ds` chosen by `method` (in draw order)."
     if method not in METHODS:
@@ -108,14 +108,14 @@ def select_indices(ds: Dataset, n: int, method: str = "domain_source", seed: int
         pick = sample_domain_source(col("domain"), col("source"), n, seed)
     return [rows[i] for i in pick]
 
-
+# %% ../nbs/07_select.ipynb #f3ee6317
 def selection_table(ds: Dataset, by: str) -> pd.DataFrame:
     "Counts and shares of the selected rows per value of column `by`."
     s = pd.Series(list(ds[by]) if len(ds) else [], dtype=object).value_counts()
     return pd.DataFrame({by: s.index, "questions": s.values.astype(int),
                          "%": (100 * s.values / max(1, len(ds))).round(1)})
 
-
+# %% ../nbs/07_select.ipynb #1e5da40b
 def select_questions(ds: Dataset, n: int, method: str = "domain_source", seed: int = 42) -> tuple[Dataset, dict]:
     "Select `n` rows by `method`; returns (selected rows in draw order, statistics)."
     idx = select_indices(ds, n, method, seed)
@@ -127,7 +127,7 @@ def select_questions(ds: Dataset, n: int, method: str = "domain_source", seed: i
             stats[f"by_{c}"] = {str(k): int(v) for k, v in pd.Series(out[c], dtype=object).value_counts().items()}
     return out, stats
 
-
+# %% ../nbs/07_select.ipynb #6c93c43e
 def select_stage(ds: Dataset, cfg: dict) -> Dataset:
     "The pipeline stage: `select_questions` with the profile's `select` section."
     return select_questions(ds, cfg["n"], cfg.get("method", "domain_source"), cfg.get("seed", 42))[0]

@@ -13,55 +13,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .core import (ANSWER_START, IM_END, IM_START, THINK_START, AttrDict, code_version, load_env, load_profile,
-                     load_stage, package_dir, read_json, repo_root, seed_everything, stage_path, write_json)
+                     load_stage, package_dir, parse_overrides, read_json, replace_dir, repo_root, seed_everything,
+                     stage_path, write_json)
 
 # %% auto #0
-__all__ = ['SFT_DEFAULTS', 'METHODS', 'PRECISIONS', 'TOO_LONG', 'ASSISTANT_START', 'QWEN_SYSTEM', 'HUB_SFT', 'world_size',
+__all__ = ['METHODS', 'PRECISIONS', 'TOO_LONG', 'ASSISTANT_START', 'QWEN_SYSTEM', 'HUB_SFT', 'sft_defaults', 'world_size',
            'grad_accum_steps', 'sft_settings', 'SFTDataError', 'split_chat_text', 'from_chat_text', 'load_hub_sft',
            'completion_problem', 'check_sft_data', 'make_sft_config', 'make_lora_config', 'load_for_training',
            'build_trainer', 'label_text', 'batch_loss', 'loss_curve', 'save_for_inference', 'train_sft',
            'generate_text', 'think_format_ok', 'accelerate_config', 'load_sft_data', 'main', 'plot_loss', 'sft_stage']
 
 # %% ../nbs/09_sft.ipynb #1bf174cd
-SFT_DEFAULTS = dict(
-    method="full",            # full | lora
-    model=None,               # None: the profile's model
-    learning_rate=1e-5,       # m1's code (the paper's text says 1e-4)
-    epochs=5,
-    max_steps=-1,             # > 0: stop after this many optimizer steps
-    global_batch_size=16,     # sequences (blocks when packing) per optimizer step, over all processes
-    per_device_batch_size=1,
-    weight_decay=1e-4,
-    warmup_ratio=0.05,
-    lr_scheduler="cosine",
-    adam_beta1=0.9,
-    adam_beta2=0.95,
-    precision="bf16",         # bf16 | fp16 | fp32 (mixed precision on GPU; fp32 on CPU)
-    load_dtype="float32",     # weights as loaded: float32 (master weights, s1's 7B) or bfloat16 (halves memory)
-    max_length=32768,         # the block: prompt + completion tokens
-    gradient_checkpointing=True,
-    packing=False,            # pack several examples into each block (best-fit decreasing)
-    padding_free=False,       # flatten each batch into one row without padding (needs flash attention on GPU)
-    too_long="error",         # a row longer than the block: error | drop | truncate
-    attn_implementation=None, # None: transformers' default (sdpa); flash_attention_2 with packing on GPU
-    lora=dict(r=16, alpha=32, dropout=0.05, target_modules="all-linear"),
-    report_to="none",         # none | wandb | trackio | tensorboard (or a list)
-    run_name=None,
-    logging_steps=1,
-    checkpoint_steps=None,    # save a resumable checkpoint every n steps (None: only the final model)
-    seed=None,                # None: the profile's seed
-)
+def sft_defaults() -> dict:
+    """The settings a bare `sft` section starts from: the `paper` profile's (m1's recipe). The profiles are the one
+    place defaults live; this only fills what a partial section (a test, `sft_settings({"sft": {...}})`) leaves out."""
+    return dict(load_profile("paper").sft)
+
+# %% ../nbs/09_sft.ipynb #02b72519
 METHODS, PRECISIONS, TOO_LONG = ("full", "lora"), ("bf16", "fp16", "fp32"), ("error", "drop", "truncate")
 
-
+# %% ../nbs/09_sft.ipynb #3fafa744
 def world_size() -> int:
     "Number of training processes (set by `accelerate launch` / `torchrun`; 1 otherwise)."
     return int(os.environ.get("WORLD_SIZE", "1"))
 
-
+# %% ../nbs/09_sft.ipynb #c79f9731
 def grad_accum_steps(global_batch: int, per_device: int, n_procs: int | None = None) -> int:
     "Gradient accumulation giving `global_batch` sequences per step; an error when it does not divide."
     n_procs = n_procs or world_size()
@@ -71,14 +49,15 @@ def grad_accum_steps(global_batch: int, per_device: int, n_procs: int | None = N
                          f"{per_device} × {n_procs} processes = {per_step}")
     return global_batch // per_step
 
-
+# %% ../nbs/09_sft.ipynb #eaff53ad
 def sft_settings(cfg: dict) -> AttrDict:
     "The resolved `sft` settings from a profile (or from an `sft` section plus `model`/`seed`)."
     sec = dict(cfg.get("sft", cfg) or {})
-    unknown = sorted(set(sec) - set(SFT_DEFAULTS))
+    defaults = sft_defaults()
+    unknown = sorted(set(sec) - set(defaults))
     if unknown:
-        raise KeyError(f"unknown sft setting(s) {unknown}; known: {sorted(SFT_DEFAULTS)}")
-    s = {**SFT_DEFAULTS, **sec, "lora": {**SFT_DEFAULTS["lora"], **(sec.get("lora") or {})}}
+        raise KeyError(f"unknown sft setting(s) {unknown}; known: {sorted(defaults)}")
+    s = {**defaults, **sec, "lora": {**defaults["lora"], **(sec.get("lora") or {})}}
     s["model"] = s["model"] or cfg.get("model") or "smollm2-135m-instruct"
     s["seed"] = s["seed"] if s["seed"] is not None else cfg.get("seed", 42)
     for key in ("learning_rate", "weight_decay", "warmup_ratio", "adam_beta1", "adam_beta2", "epochs"):
@@ -97,16 +76,16 @@ ASSISTANT_START = f"{IM_START}assistant\n"
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 HUB_SFT = {"m1k": "UCSC-VLAA/m1k-tokenized", "m23k": "UCSC-VLAA/m23k-tokenized"}
 
-
+# %% ../nbs/09_sft.ipynb #20577c21
 class SFTDataError(ValueError):
     "An SFT dataset that cannot be trained on; the message names the row(s)."
 
-
+# %% ../nbs/09_sft.ipynb #9fcb6d88
 def _where(ds, i: int) -> str:
     rid = ds[i]["id"] if "id" in ds.column_names else None
     return f"row {i}" + (f" (id {rid})" if rid else "")
 
-
+# %% ../nbs/09_sft.ipynb #efae84ff
 def split_chat_text(text: str, where: str = "row") -> dict:
     "Split one chat-templated training text into `prompt` (through `<|im_start|>assistant\\n`) and `completion`."
     n = text.count(ASSISTANT_START)
@@ -119,7 +98,7 @@ def split_chat_text(text: str, where: str = "row") -> dict:
         completion = completion[:completion.rindex(IM_END) + len(IM_END)]
     return {"prompt": text[:cut], "completion": completion}
 
-
+# %% ../nbs/09_sft.ipynb #7c4d5764
 def from_chat_text(ds, column: str = "text"):
     "Add `prompt`/`completion` columns to a dataset of chat-templated texts (m1's published `*-tokenized` sets)."
     if column not in ds.column_names:
@@ -129,7 +108,7 @@ def from_chat_text(ds, column: str = "text"):
         return {**pc, "text": pc["prompt"] + pc["completion"]}
     return ds.map(f, with_indices=True, desc="split at the assistant turn")
 
-
+# %% ../nbs/09_sft.ipynb #0ead75c9
 def load_hub_sft(name: str = "m1k", split: str = "train", limit: int | None = None):
     "m1's published training set (`m1k` | `m23k` or a hub id) from the Hugging Face hub, as prompt/completion."
     from datasets import load_dataset
@@ -159,12 +138,12 @@ def completion_problem(prompt: str, completion: str) -> str | None:
         return "completion has an empty answer"
     return None
 
-
+# %% ../nbs/09_sft.ipynb #3286e88c
 def _fail(rows: list[str], what: str, fix: str) -> None:
     more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
     raise SFTDataError(f"{len(rows)} SFT row(s) {what}: " + "; ".join(rows[:5]) + more + f". {fix}")
 
-
+# %% ../nbs/09_sft.ipynb #48b29e13
 def check_sft_data(ds, tok, max_length: int, too_long: str = "error") -> tuple[Any, dict]:
     "Validate an SFT dataset and apply the block; returns `(prompt/completion dataset, report)`."
     if ds is None or len(ds) == 0:
@@ -218,7 +197,7 @@ def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
 
-
+# %% ../nbs/09_sft.ipynb #7e7c1c90
 def make_sft_config(s: dict, out_dir: str | Path, n_procs: int | None = None, **over):
     "trl `SFTConfig` for settings `s` (from `sft_settings`), writing checkpoints/logs under `out_dir`."
     from trl import SFTConfig
@@ -230,6 +209,7 @@ def make_sft_config(s: dict, out_dir: str | Path, n_procs: int | None = None, **
         learning_rate=s["learning_rate"], weight_decay=s["weight_decay"], warmup_steps=s["warmup_ratio"],
         lr_scheduler_type=s["lr_scheduler"], adam_beta1=s["adam_beta1"], adam_beta2=s["adam_beta2"],
         bf16=s["precision"] == "bf16", fp16=s["precision"] == "fp16",
+        use_cpu=not _cuda(),              # on a CPU, bf16 runs as torch autocast (the paper profile's precision)
         max_length=None if packing_free else s["max_length"],   # lengths were checked by check_sft_data
         truncation_mode="keep_start", gradient_checkpointing=s["gradient_checkpointing"],
         packing=s["packing"], packing_strategy="bfd", padding_free=s["padding_free"],
@@ -241,7 +221,7 @@ def make_sft_config(s: dict, out_dir: str | Path, n_procs: int | None = None, **
     kw.update(over)
     return SFTConfig(**kw)
 
-
+# %% ../nbs/09_sft.ipynb #086b1140
 def make_lora_config(s: dict):
     "peft `LoraConfig` from the `lora` block of the settings."
     from peft import LoraConfig
@@ -249,7 +229,7 @@ def make_lora_config(s: dict):
     return LoraConfig(r=lo["r"], lora_alpha=lo["alpha"], lora_dropout=lo["dropout"],
                       target_modules=lo["target_modules"], task_type="CAUSAL_LM")
 
-
+# %% ../nbs/09_sft.ipynb #970e03f3
 def load_for_training(s: dict):
     "`(model, tokenizer)` to fine-tune: weights in `load_dtype`, right padding, ChatML checked."
     import torch
@@ -262,7 +242,7 @@ def load_for_training(s: dict):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, s["load_dtype"]), **kw)
     return model, tok
 
-
+# %% ../nbs/09_sft.ipynb #5b435318
 def build_trainer(ds, s: dict, out_dir: str | Path, model=None, tok=None, **over):
     "An `SFTTrainer` for a checked prompt/completion dataset (`check_sft_data`) with settings `s`."
     from trl import SFTTrainer
@@ -287,22 +267,11 @@ def batch_loss(model, batch: dict) -> float:
     return float(out.loss)
 
 # %% ../nbs/09_sft.ipynb #73b95e66
-def _swap_in(tmp: Path, path: Path) -> None:
-    "Replace `path` by the finished folder `tmp` (two renames; the old one is removed afterwards)."
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def loss_curve(log_history: list[dict]) -> list[list[float]]:
     "`[step, loss]` pairs from a trainer's log history."
     return [[h["step"], h["loss"]] for h in log_history if "loss" in h]
 
-
+# %% ../nbs/09_sft.ipynb #64aa73c9
 def save_for_inference(trainer, folder: str | Path, s: dict, info: dict | None = None) -> Path:
     "Save weights (LoRA merged), tokenizer + chat template and `m1_sft.json` into `folder` (main process writes)."
     import torch
@@ -328,7 +297,7 @@ def save_for_inference(trainer, folder: str | Path, s: dict, info: dict | None =
     acc.wait_for_everyone()
     return folder
 
-
+# %% ../nbs/09_sft.ipynb #bea0d3f3
 def train_sft(ds, cfg: dict, out_dir: str | Path) -> Path:
     "The SFT stage: check `ds`, fine-tune the profile's model with its `sft` settings, save to `out_dir`."
     s = sft_settings(cfg)
@@ -353,7 +322,7 @@ def train_sft(ds, cfg: dict, out_dir: str | Path) -> Path:
             "world_size": acc.num_processes, "resumed": resume}
     save_for_inference(trainer, partial, s, info)
     if acc.is_main_process:
-        _swap_in(partial, out_dir)
+        replace_dir(partial, out_dir)
         shutil.rmtree(run, ignore_errors=True)
     acc.wait_for_everyone()
     return out_dir
@@ -368,7 +337,7 @@ def generate_text(model, tok, prompt: str, max_new_tokens: int = 64) -> str:
                              eos_token_id=tok.convert_tokens_to_ids(IM_END), pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
 
-
+# %% ../nbs/09_sft.ipynb #11c75f9f
 def think_format_ok(text: str) -> bool:
     "Does a generated assistant text follow m1's think format (think block, then an answer)?"
     return text.startswith(THINK_START) and ANSWER_START in text[len(THINK_START):]
@@ -383,16 +352,6 @@ def accelerate_config(name: str = "fsdp_7b") -> Path:
     return p
 
 # %% ../nbs/09_sft.ipynb #14980c1d
-def _parse_sets(items: list[str]) -> dict:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"--set takes key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 def load_sft_data(spec: str | None, root: str | Path | None = None):
     "The SFT dataset named by `--data`: None/'sft_data' (the stage), 'hub:NAME', or a saved dataset folder."
     from datasets import load_from_disk
@@ -405,7 +364,7 @@ def load_sft_data(spec: str | None, root: str | Path | None = None):
         raise FileNotFoundError(f"--data {spec!r}: not 'sft_data', 'hub:m1k', 'hub:m23k' or an existing folder")
     return load_from_disk(str(p / "data" if (p / "data").is_dir() else p))
 
-
+# %% ../nbs/09_sft.ipynb #b18181e0
 def main(argv: list[str] | None = None) -> int:
     "`python -m m1.sft`: fine-tune with a profile's `sft` settings (also under `accelerate launch`)."
     ap = argparse.ArgumentParser(prog="python -m m1.sft", description="m1 supervised fine-tuning")
@@ -417,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.work:
         os.environ["M1_WORK"] = a.work
-    prof = load_profile(a.profile, {"sft": _parse_sets(a.set)} if a.set else None)
+    prof = load_profile(a.profile, {"sft": parse_overrides(a.set, "--set")} if a.set else None)
     sft_settings(prof)                                       # fail on bad settings before loading data
     if a.data in (None, "sft_data") and a.out is None:
         out = sft_stage(prof)
@@ -443,7 +402,7 @@ def plot_loss(curve: list[list[float]], path: str | Path, title: str = "SFT trai
     plt.close(fig)
     return Path(path)
 
-
+# %% ../nbs/09_sft.ipynb #e039f33a
 def sft_stage(cfg: dict, root: str | Path | None = None, fig_dir: str | Path | None = None) -> Path:
     "Stage `sft`: train on the `sft_data` stage, save `<work>/sft/model`, the loss figure and the manifest."
     s = sft_settings(cfg)

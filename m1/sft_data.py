@@ -17,7 +17,7 @@ __all__ = ['ANSWER_PREFIX_RULES', 'sft_answer', 'completion_text', 'format_sft',
 # %% ../nbs/08_sft_data.ipynb #845c75e9
 ANSWER_PREFIX_RULES = ("anywhere", "start")
 
-
+# %% ../nbs/08_sft_data.ipynb #df704f29
 def sft_answer(attempt: str, rule: str = "anywhere") -> str:
     "m1's answer part: 'Answer: ' in front unless 'Answer:' occurs anywhere in it (`rule='start'`: at its start)."
     a = attempt or ""
@@ -28,7 +28,7 @@ def sft_answer(attempt: str, rule: str = "anywhere") -> str:
         return a if a.startswith("Answer:") else f"Answer: {a}"
     raise ValueError(f"sft_data.answer_prefix must be one of {ANSWER_PREFIX_RULES} ('anywhere' is m1's), got {rule!r}")
 
-
+# %% ../nbs/08_sft_data.ipynb #6f77650b
 def completion_text(row: dict, empty_reasoning: str = "keep", answer_prefix: str = "anywhere") -> str | None:
     "The assistant turn (think format + `<|im_end|>`) of one row; None when the row is to be dropped."
     reasoning, attempt = (row.get("reasoning") or "").strip(), row.get("attempt") or ""
@@ -62,7 +62,7 @@ def format_sft(row: dict, tok, instruction: str | None = None, empty_reasoning: 
 def _ntok(tok, texts: list[str]) -> list[int]:
     return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
-
+# %% ../nbs/08_sft_data.ipynb #3007b503
 def build_sft_data(ds: Dataset, tok, instruction: str | None = None, empty_reasoning: str = "keep",
                    answer_prefix: str = "anywhere") -> tuple[Dataset, dict]:
     "Format every row (prompt/completion/text) and count tokens; returns (dataset, statistics)."
@@ -96,7 +96,7 @@ def build_sft_data(ds: Dataset, tok, instruction: str | None = None, empty_reaso
              "total_tokens": length_stats(out["total_tokens"])}
     return out, stats
 
-
+# %% ../nbs/08_sft_data.ipynb #05c94e1c
 def length_stats(x) -> dict:
     "mean / median / p75 / max (and n) of a list of lengths."
     a = np.asarray(list(x), dtype=float)
@@ -105,7 +105,7 @@ def length_stats(x) -> dict:
     return {"n": int(a.size), "mean": round(float(a.mean()), 1), "median": float(np.median(a)),
             "p75": float(np.percentile(a, 75)), "max": int(a.max())}
 
-
+# %% ../nbs/08_sft_data.ipynb #99e6d628
 def sft_data_stage(ds: Dataset, cfg: dict, tok) -> Dataset:
     "The pipeline stage: `build_sft_data` with the profile's `sft_data` section and the target tokenizer."
     return build_sft_data(ds, tok, cfg.get("instruction"), cfg.get("empty_reasoning", "keep"),

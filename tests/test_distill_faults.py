@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from m1.client import ChatClient, FaultProxy, RequestFailed, _get, start_server
+from fault_servers import FaultProxy
+from m1.client import ChatClient, RequestFailed
+from m1.serve import _get, start_server
 
 
 def test_transformers_backend_round_trip():

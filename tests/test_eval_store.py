@@ -22,7 +22,7 @@ TINY = dict(budgets=[4], waits=[0], answer_tokens=4, min_thinking=2, batch_size=
 
 @pytest.fixture(scope="module")
 def backend():
-    from m1.budget import make_backend
+    from m1.engine import make_backend
     return make_backend("smollm2-135m-instruct", kind="transformers", batch_size=4)
 
 

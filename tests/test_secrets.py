@@ -1,6 +1,6 @@
 """No API key is ever printed or saved, even when a server echoes it.
 
-`m1.client.LeakyServer` is a loopback OpenAI look-alike whose 500 and 401 error bodies echo the request's
+`fault_servers.LeakyServer` (tests/fault_servers.py) is a loopback OpenAI look-alike whose 500 and 401 error bodies echo the request's
 `Authorization` header. Every way m1 talks to a server is pointed at it with a fake key: `m1 eval --base-url`,
 `m1 ask --url`, the distill stage run by `m1 reproduce` (papermill writes the executed notebook under runs/),
 and the domain classifier. Then everything the run printed (stdout, stderr) and wrote (its whole folder: work,
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from m1.client import LeakyServer
+from fault_servers import LeakyServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-SECRET123456"
