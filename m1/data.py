@@ -641,13 +641,7 @@ def load_hub(name: str, limit: int | None = None, pubmedqa_format: str = "eval",
         f = hub_mirror_file(name, mirror)
         if not f.is_file():
             raise ValueError(f"data.hub_mirror: no file {f} standing in for hub set {name!r} ({repo}, {split})")
-        raw = []
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    raw.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{f}: line {i + 1} is not JSON ({e.msg})") from None
+        raw = _read_json(f)                       # JSON lines, one hub row each
         if limit:
             raw = raw[:limit]
         return rows_to_dataset(raw, conv, name, str(f), **kw)

@@ -403,6 +403,12 @@ def plot_loss(curve: list[list[float]], path: str | Path, title: str = "SFT trai
     return Path(path)
 
 # %% ../nbs/09_sft.ipynb #e039f33a
+def _run_figures(cfg) -> Path:
+    "figures/ for the tiny profile (the figures the README shows), figures/<profile>/ for any other."
+    name = str(cfg.get("name", "tiny"))
+    return repo_root() / "figures" / ("" if name == "tiny" else name)
+
+
 def sft_stage(cfg: dict, root: str | Path | None = None, fig_dir: str | Path | None = None) -> Path:
     "Stage `sft`: train on the `sft_data` stage, save `<work>/sft/model`, the loss figure and the manifest."
     s = sft_settings(cfg)
@@ -412,7 +418,7 @@ def sft_stage(cfg: dict, root: str | Path | None = None, fig_dir: str | Path | N
         info = read_json(out / "m1_sft.json")
         fig = None
         if info["loss_curve"]:
-            fig = plot_loss(info["loss_curve"], Path(fig_dir or repo_root() / "figures") / "sft_loss.png",
+            fig = plot_loss(info["loss_curve"], Path(fig_dir or _run_figures(cfg)) / "sft_loss.png",
                             f"SFT loss: {Path(str(s.model)).name}, {s.method}, {info['data']['rows']} rows")
         write_json(stage_path("sft", root) / "manifest.json", {
             "stage": "sft", "rows": info["data"]["rows"], "columns": [], "model": str(out),
