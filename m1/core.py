@@ -589,10 +589,12 @@ def save_stage(ds, stage: str, config: dict | None = None, report: dict | None =
         if (not isinstance(m, dict) or m.get("stage") != stage) and (not out.is_dir() or any(out.iterdir())):
             raise ValueError(f"{out} exists and was not written by m1's {stage} stage (no manifest.json of it): "
                              "move it away or choose another work dir")
+    from m1.core import redact as _redact             # defined further down this notebook
     with atomic_dir(out) as tmp:
         ds.save_to_disk(str(tmp / "data"))
         write_json(tmp / "manifest.json", {
-            "stage": stage, "rows": len(ds), "columns": list(ds.column_names), "config": config or {},
+            "stage": stage, "rows": len(ds), "columns": list(ds.column_names),
+            "config": json.loads(_redact(json.dumps(config or {}, default=str))),   # no key in a URL reaches disk
             "report": report or {}, "code_version": code_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "output_id": os.urandom(8).hex()})           # which save this is: later stages record what they read

@@ -351,8 +351,10 @@ def ngram_matches(pool_texts: Sequence[str], eval_texts: Sequence[str], eval_key
 
 # %% ../nbs/03_dedup.ipynb #c578d7df
 def pubmedqa_sentence(question: str) -> str:
-    "The question sentence of a PubMedQA-style prompt (the text after the instruction), normalised."
-    return normalize_text(question.split(PUBMEDQA_BRIDGE)[-1])
+    """The question sentence of a PubMedQA-style prompt, normalised: the text after the instruction (HuatuoGPT-o1's
+    eval rendering), else the last line (m1's pool rendering: the abstract's paragraphs, a newline, the question)."""
+    q = question.split(PUBMEDQA_BRIDGE)[-1] if PUBMEDQA_BRIDGE in question else question.rstrip().rsplit("\n", 1)[-1]
+    return normalize_text(q)
 
 # %% ../nbs/03_dedup.ipynb #a0ee432c
 def pmid_index(*datasets: Dataset) -> dict[str, str]:

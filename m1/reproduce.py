@@ -34,13 +34,15 @@ STAGES = [  # (stage name = its folder in the work dir, notebook)
 READS = {  # the profile keys a stage's output depends on: sections or dotted keys; "!key" leaves one out
     "merge": ["seed", "data", "!data.eval_sets", "!data.eval_limit", "!data.eval_file"],
     "dedup": ["dedup", "data.eval_sets", "data.eval_file", "data.hub_mirror"],
-    "distill": ["seed", "distill", "filter.small_models", "server"],
+    "distill": ["seed", "distill", "filter.small_models", "filter.grader", "filter.accept", "filter.keep_easy",
+                "server.backend", "server.base_urls", "server.parallel", "server.prompt_cache"],
     "filter": ["filter"],
-    "domains": ["domains", "server"],
+    "domains": ["domains"],
     "select": ["seed", "select"],
     "sft_data": ["model", "sft_data"],
     "sft": ["model", "seed", "sft"],
-    "eval": ["model", "seed", "eval", "data.eval_sets", "data.eval_limit", "data.eval_file", "data.hub_mirror", "server"],
+    "eval": ["model", "seed", "eval", "data.eval_sets", "data.eval_limit", "data.eval_file", "data.hub_mirror",
+             "server.backend", "server.base_urls", "server.parallel", "server.prompt_cache"],
     "figures": [],
 }
 

@@ -189,7 +189,10 @@ def start_server(model: str | None = None, backend: str = "transformers", port: 
     model = model or DEFAULT_MODEL
     port = port or free_port(host)
     argv, served, name, env = _server_command(model, backend, host, port, threads, parallel, ctx, prompt_cache)
-    log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"m1-{backend}-", suffix=".log")[1])
+    if not log_path:
+        fd, log_path = tempfile.mkstemp(prefix=f"m1-{backend}-", suffix=".log")
+        os.close(fd)                                  # the server process opens the file itself
+    log_path = Path(log_path)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **env}, start_new_session=True)
