@@ -412,8 +412,11 @@ def _csv_row(x: dict) -> dict:
     "A CSV row -> a `conv_mcq` row: options from letter columns `A`, `B`, ... or an `options` cell."
     x = {k.strip(): (v.strip() if isinstance(v, str) else v) for k, v in x.items() if k is not None}
     if "options" in x:
-        o = x["options"]
-        opts = json.loads(o) if o[:1] in "[{" else o
+        o = x["options"] or ""                                # an empty cell, or missing in a short row
+        try:
+            opts = json.loads(o) if o[:1] and o[0] in "[{" else o
+        except json.JSONDecodeError as e:
+            raise InvalidRow(f"field 'options': not valid JSON ({e.msg} at column {e.colno})") from None
     else:
         cols = [L for L in LETTERS if L in x]
         if cols != LETTERS[:len(cols)]:

@@ -91,6 +91,8 @@ def test_m1_eval_file_as_a_suite():
     ("empty.json", "empty.json: no rows"),
     ("empty_set.json", "empty_set.json set 'Renal': no rows"),
     ("label_out_of_range.csv", "label_out_of_range.csv row 0: field 'label': '7' is not a 0-based index"),
+    ("options_bad_json.csv", "options_bad_json.csv row 0: field 'options': not valid JSON"),
+    ("options_empty.csv", "options_empty.csv row 0: field 'options': needs 2 to 26 options, got 0"),
 ])
 def test_bad_files_name_file_row_field(fname, needle):
     # a good file first: nothing is returned when a later file is bad
