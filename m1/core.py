@@ -190,10 +190,6 @@ def load_profile(name: str | Path = "tiny", overrides: dict | None = None) -> At
     return AttrDict.wrap(prof)
 
 # %% ../nbs/00_core.ipynb #018fab40
-import difflib
-import functools
-import re
-
 _TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "any": "anything",
           "dict": "a mapping", "path": "a path (a relative one starts at the checkout)"}
 

@@ -18,13 +18,13 @@ from .core import JsonlStore, code_version, read_json, stable_hash
 from .grade import grade
 
 # %% auto #0
-__all__ = ['MODES', 'SCORERS', 'STORE_FORMAT', 'RESULT_COLUMNS', 'check_choice', 'StoreConfigError', 'model_fingerprint',
-           'run_config', 'question_hash', 'question_keys', 'record_key', 'is_results_store', 'ResultsStore',
-           'score_answer', 'make_record', 'use_scorer', 'rescore', 'load_results']
+__all__ = ['MODES', 'STORE_FORMAT', 'RESULT_COLUMNS', 'check_choice', 'StoreConfigError', 'model_fingerprint', 'run_config',
+           'question_hash', 'question_keys', 'record_key', 'is_results_store', 'ResultsStore', 'score_answer',
+           'make_record', 'use_scorer', 'rescore', 'load_results']
 
 # %% ../nbs/11a_store.ipynb #a6d361bc
 MODES = ("budget", "plain", "cot")
-SCORERS = ("strict", "m1")
+from .grade import SCORERS  # noqa: E402  (the scorers the grader implements: one list)
 
 # %% ../nbs/11a_store.ipynb #ceb901c2
 def check_choice(value, choices: Sequence[str], what: str) -> str:
