@@ -21,7 +21,7 @@ $(STAMP): settings.ini setup.py
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q tests/
+	$(PY) -m pytest -q --durations=15 tests/
 
 # the main job: the whole pipeline under the tiny profile (resumes; a finished run re-runs in seconds)
 demo: install

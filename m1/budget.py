@@ -3,6 +3,7 @@
 # %% ../nbs/10_budget.ipynb #8de38390
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -11,7 +12,8 @@ from .backend import (ANSWER_MARK, COT_INSTRUCTION, SCORERS, Backend, BudgetResu
 from .core import ANSWER_FORCED, IM_END, IM_START, WAIT
 
 # %% auto #0
-__all__ = ['WAIT_SPACINGS', 'wait_ids', 'Trace', 'think', 'answer_head', 'budget_force', 'derive', 'budget_sweep']
+__all__ = ['WAIT_SPACINGS', 'wait_ids', 'Trace', 'think', 'answer_head', 'budget_force', 'derive', 'budget_sweep', 'sample_seed',
+           'budget_samples']
 
 # %% ../nbs/10_budget.ipynb #4c122db9
 WAIT_SPACINGS = ("m1", "word")
@@ -197,3 +199,30 @@ def budget_sweep(backend: Backend, rows_or_prompts, budgets: Sequence[int], wait
         (u, row), t = ins[i], traces[i]
         out[b].append(_result(backend, u, row, b, waits, ids, st, wu, a, t.decoded if b == B else 0, t.via, scorer))
     return out
+
+# %% ../nbs/10_budget.ipynb #25b2503c
+def sample_seed(seed: int | None, k: int) -> int | None:
+    """The seed of sample `k` of a question: `seed` itself for sample 0, else a 63-bit hash of ("sample", seed, k).
+    The backend then seeds each row from this and the row's tokens (`row_seed`)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"a sample index must be an integer >= 0, got {k!r}")
+    if k == 0:
+        return seed
+    h = hashlib.blake2b(repr(("sample", seed, k)).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+# %% ../nbs/10_budget.ipynb #2da70066
+def budget_samples(backend: Backend, rows_or_prompts, budgets: Sequence[int], samples: int | Sequence[int] = 4,
+                   waits: int = 0, answer_tokens: int = 1024, seed: int | None = None, min_thinking: int = 0,
+                   scorer: str = "strict", wait_spacing: str = "m1") -> dict[int, dict[int, list[BudgetResult]]]:
+    """Parallel scaling: a sampled shared-prefix `budget_sweep` per sample, sample k with seed `sample_seed(seed, k)`.
+    `samples`: K (samples 0..K-1) or the sample indices to run (e.g. those a resumed run lacks).
+    Returns `{k: {budget: [result per input]}}`."""
+    ks = list(range(samples)) if isinstance(samples, int) and not isinstance(samples, bool) else list(samples)
+    if not ks or len(set(ks)) != len(ks) or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks):
+        raise ValueError(f"samples must be a positive count or distinct sample indices >= 0, got {samples!r}")
+    if max(ks) > 0 and backend.temperature <= 0:
+        raise ValueError(f"samples={samples!r} at temperature 0: greedy decoding makes every sample the same; "
+                         "use a sampling backend (e.g. make_backend(..., temperature=0.7)) or samples=1")
+    return {k: budget_sweep(backend, rows_or_prompts, budgets, waits, answer_tokens, True, sample_seed(seed, k),
+                            min_thinking, scorer, wait_spacing) for k in ks}

@@ -157,6 +157,7 @@ COMMANDS = {  # name: (module, function, help)
     "train": ("m1.sft", "main", "supervised fine-tuning on an SFT dataset (full or LoRA)"),
     "reproduce": ("m1.reproduce", "reproduce_main", "run the pipeline notebooks in order with papermill"),
     "figures": ("m1.reproduce", "figures_main", "redraw the figures and tables of a run"),
+    "ablate": ("m1.ablate", "ablate_main", "m1's data ablation (Table 2): each selection method through SFT and eval"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 from datasets import Dataset, Features, Value
 
 from .client import ChatClient
-from .serve import Server, start_server
+from .serve import Server, start_server, start_servers
 from .core import load_env, load_stage, save_stage, work_dir
 from .data import render_prompt
 from .grade import trace_correct
@@ -110,24 +110,29 @@ def find_endpoint(call: ModelCall, server: dict | None) -> Endpoint | None:
 # %% ../nbs/04_distill.ipynb #76230e43
 @contextlib.contextmanager
 def endpoints(calls: list[ModelCall], server: dict | None, parallel: int = 4) -> Iterator[dict[str, Endpoint]]:
-    "Endpoints for every call, starting (and finally stopping) one local server per distinct local model."
+    """Endpoints for every call, starting (and finally stopping) the local servers of each distinct local model:
+    `server.replicas` processes (llama.cpp) of `server.threads` threads each, the requests spread over them."""
     server = server or {}
     found = {c.name: find_endpoint(c, server) for c in calls}
-    started: dict[str, Server] = {}
+    started: dict[str, list[Server]] = {}
     try:
         for c in calls:
             if found[c.name] is None:
                 if c.model not in started:
-                    started[c.model] = start_server(
-                        c.model, backend=server["backend"], threads=server.get("threads"),
-                        parallel=server.get("parallel") or parallel, prompt_cache=server.get("prompt_cache", True),
-                        timeout=server.get("startup_timeout", 300))
-                s = started[c.model]
-                found[c.name] = Endpoint([s.base_url], s.model, s.key, None, f"local {s.backend} server")
+                    kw = dict(backend=server["backend"], threads=server.get("threads", 1),
+                              spin=bool(server.get("spin", False)), parallel=server.get("parallel") or parallel,
+                              prompt_cache=server.get("prompt_cache", True), timeout=server.get("startup_timeout", 300))
+                    started[c.model] = (start_servers(c.model, replicas=server.get("replicas", "auto"), **kw)
+                                        if server["backend"] == "xllamacpp" else [start_server(c.model, **kw)])
+                srvs = started[c.model]
+                s = srvs[0]
+                found[c.name] = Endpoint([x.base_url for x in srvs], s.model, s.key, None,
+                                         f"local {s.backend} server" + (f" x{len(srvs)}" if len(srvs) > 1 else ""))
         yield found
     finally:
-        for s in started.values():
-            s.stop()
+        for srvs in started.values():
+            for s in srvs:
+                s.stop()
 
 # %% ../nbs/04_distill.ipynb #f671658b
 NEW_COLUMNS = {"model": Value("string"), "sample": Value("int32"), "reasoning": Value("string"),

@@ -219,22 +219,29 @@ def domain_options(cfg: dict) -> dict:
 # %% ../nbs/06_domains.ipynb #7272aba5
 @contextlib.contextmanager
 def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int = 8192,
-                      concurrency: int = 4) -> Iterator:
-    "A cached `ChatClient` for the profile's domain classifier (starting a loopback server when needed)."
+                      concurrency: int = 4, threads: int | str | None = 1, replicas: int | str | None = 1,
+                      spin: bool = False) -> Iterator:
+    """A cached `ChatClient` for the profile's domain classifier: its `base_url`, or `replicas` loopback servers
+    of `threads` threads each (`m1.serve.start_servers`; the profile's `server` section), one slot apiece."""
     from m1.client import ChatClient
-    from m1.serve import start_server
+    from m1.serve import start_server, start_servers
     from m1.core import cache_dir
     cache_path = cache_path or cache_dir() / "chat" / "domains.jsonl"
     if cfg.get("base_url"):
         with ChatClient(cfg["base_url"], cfg["classifier"], cache_path=cache_path, concurrency=concurrency) as c:
             yield c
         return
-    srv = start_server(cfg["classifier"], backend=cfg.get("backend") or "xllamacpp", parallel=1, ctx=ctx)
-    try:
-        with ChatClient.for_server(srv, cache_path=cache_path, concurrency=1, timeout=600) as c:
+    backend = cfg.get("backend") or "xllamacpp"
+    kw = dict(backend=backend, parallel=1, ctx=ctx, threads=threads, spin=spin)
+    srvs = (start_servers(cfg["classifier"], replicas=replicas, **kw) if backend == "xllamacpp" else
+            [start_server(cfg["classifier"], **kw)])
+    try:   # two requests in flight per process: the next question is queued when one finishes
+        with ChatClient([s.base_url for s in srvs], srvs[0].model, model_key=srvs[0].key, cache_path=cache_path,
+                        concurrency=2 * len(srvs), timeout=600) as c:
             yield c
     finally:
-        srv.stop()
+        for s in srvs:
+            s.stop()
 
 # %% ../nbs/06_domains.ipynb #486f44d4
 def domains_stage(ds: Dataset, cfg: dict, client=None) -> Dataset:

@@ -3,13 +3,15 @@
 # %% ../nbs/10a_engine.ipynb #971dc948
 from __future__ import annotations
 
+import functools
 import os
+import weakref
 from typing import Sequence
 
 from .backend import Backend, Continuation, row_seed
 
 # %% auto #0
-__all__ = ['set_threads', 'PrefixCache', 'TransformersBackend', 'make_backend']
+__all__ = ['QUANTIZE', 'set_threads', 'PrefixCache', 'quantize_int8', 'TransformersBackend', 'make_backend']
 
 # %% ../nbs/10a_engine.ipynb #a2c3cf84
 def set_threads(threads: int | str | None = "auto") -> int:
@@ -84,24 +86,135 @@ class PrefixCache:
         self.entries.clear()
         self.bytes = 0
 
+# %% ../nbs/10a_engine.ipynb #02bf81b8
+@functools.cache
+def _slab_class():
+    "The KV cache layer class (built on first use: `import m1.engine` does not import torch)."
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(DynamicLayer):
+        """One layer's keys/values in preallocated `(rows, heads, capacity, dim)` tensors: a decode step writes its
+        column in place (a `DynamicCache` concatenates, copying the whole cache at every step)."""
+
+        def __init__(self, K, V, n: int):
+            super().__init__()
+            self.K, self.V, self.n = K, V, n
+            self.dtype, self.device, self.is_initialized = K.dtype, K.device, True
+            self.keys, self.values = K[:, :, :n], V[:, :, :n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            t = key_states.shape[-2]
+            self.K[:, :, self.n:self.n + t] = key_states
+            self.V[:, :, self.n:self.n + t] = value_states
+            self.n += t
+            self.keys, self.values = self.K[:, :, :self.n], self.V[:, :, :self.n]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.n
+
+        def resize(self, rows=None, cap: int | None = None) -> None:
+            "Keep only `rows` (an index tensor) and/or grow the capacity to `cap` columns."
+            K, V = self.K, self.V
+            if rows is not None:
+                K, V = K.index_select(0, rows), V.index_select(0, rows)
+            if cap is not None and cap > K.shape[2]:
+                K2, V2 = (x.new_zeros((*x.shape[:2], cap, x.shape[3])) for x in (K, V))
+                K2[:, :, :self.n], V2[:, :, :self.n] = K[:, :, :self.n], V[:, :, :self.n]
+                K, V = K2, V2
+            self.K, self.V = K, V
+            self.keys, self.values = K[:, :, :self.n], V[:, :, :self.n]
+
+    return SlabLayer
+
+
+# %% ../nbs/10a_engine.ipynb #f9d5b071
+@functools.cache
+def _int8_class():
+    "The int8 linear layer class (built on first use: `import m1.engine` does not import torch)."
+    import torch
+
+    class Int8Linear(torch.nn.Module):
+        """`x @ W.T + b` in int8: W quantised once per output channel, x per row (per token) at every call, both
+        symmetric to [-127, 127]; the products accumulate exactly in int32 (`torch._int_mm`, VNNI on x86)."""
+
+        def __init__(self, lin: torch.nn.Linear):
+            super().__init__()
+            w = lin.weight.detach().float()
+            s = w.abs().amax(1).clamp_min(1e-12) / 127
+            self.register_buffer("wt", torch.round(w / s[:, None]).clamp_(-127, 127).to(torch.int8).t().contiguous())
+            self.register_buffer("ws", s)
+            self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().float())
+            self.in_features, self.out_features = lin.in_features, lin.out_features
+
+        def forward(self, x):
+            shape = x.shape
+            x = x.reshape(-1, shape[-1]).float()
+            xs = x.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127)
+            xq = torch.round(x / xs).clamp_(-127, 127).to(torch.int8)
+            y = torch._int_mm(xq, self.wt).float().mul_(xs).mul_(self.ws)
+            if self.bias is not None:
+                y += self.bias
+            return y.reshape(*shape[:-1], self.out_features)
+
+    return Int8Linear
+
+
+# %% ../nbs/10a_engine.ipynb #affd56ad
+_QUANTIZED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+QUANTIZE = ("none", "int8")
+
+
+def quantize_int8(model):
+    """A copy of `model` whose `nn.Linear` layers (the tied LM head included) are `Int8Linear`; every other
+    parameter (embeddings, norms) is shared with `model`, which is left unchanged. Cached per model object."""
+    import copy
+    import torch
+    Int8Linear = _int8_class()
+    if model in _QUANTIZED:
+        return _QUANTIZED[model]
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("quantize='int8' is the CPU path (torch._int_mm on x86); on a GPU use quantize='none'")
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    q = copy.deepcopy(model, shared)                  # new modules, the same parameter tensors
+    for mod in list(q.modules()):
+        for name, child in list(mod.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(mod, name, Int8Linear(child))
+    q.eval()
+    _QUANTIZED[model] = q
+    return q
+
+
 # %% ../nbs/10a_engine.ipynb #596668d0
 class TransformersBackend(Backend):
-    "In-process batched generation with a KV cache and a prefix cache; greedy (`temperature=0`) or seeded sampling."
+    """In-process batched generation with a preallocated KV cache and a prefix cache; greedy (`temperature=0`)
+    or seeded sampling. `quantize="int8"`: int8 linear layers (`quantize_int8`), faster, not token-exact."""
+    grow = 256                     # KV columns added at a time when a batch outgrows its cache
 
-    def __init__(self, model, tok, batch_size: int = 16, temperature: float = 0.0, top_p: float = 1.0,
-                 threads: int | str | None = "auto", prefix_cache_mb: float = 1024, progress: bool = False):
+    def __init__(self, model, tok, batch_size: int = 64, temperature: float = 0.0, top_p: float = 1.0,
+                 threads: int | str | None = "auto", prefix_cache_mb: float = 1024, progress: bool = False,
+                 quantize: str | None = None):
         super().__init__()
         from m1.models import check_chatml
         check_chatml(tok)
-        self.model, self.tok = model, tok
-        self.batch_size, self.temperature, self.top_p, self.progress = int(batch_size), float(temperature), float(top_p), progress
-        if self.batch_size < 1:
+        self.quantize = "none" if quantize is None else str(quantize)
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize (eval.quantize) must be one of {QUANTIZE}, got {quantize!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        kinds = set(getattr(model.config, "layer_types", None) or ["full_attention"])
+        if kinds != {"full_attention"}:
+            raise ValueError(f"the in-process engine supports full-attention models only; {model.config.model_type} "
+                             f"has layers {sorted(kinds)}: serve it instead (eval.backend: server)")
+        model.eval()
+        self.model = quantize_int8(model) if self.quantize == "int8" else model
+        self.tok = tok
+        self.batch_size, self.temperature, self.top_p, self.progress = batch_size, float(temperature), float(top_p), progress
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.threads = set_threads(threads)
         self.prefix = PrefixCache(prefix_cache_mb)
         self.prefilled_tokens = 0      # tokens actually run through prefill (not found in the prefix cache)
-        model.eval()
 
     def _continue(self, seqs, max_new, stop, min_new, seed, desc):
         stop_ids = self.stop_ids(stop)
@@ -136,48 +249,72 @@ class TransformersBackend(Backend):
         return torch.stack([torch.multinomial(probs[j], 1, generator=g)[0] for j, g in enumerate(gens)])
 
     def _prefill(self, seqs, hits):
-        "Build the batch's KV cache from the prefix cache, prefill the rest; returns (cache, mask, logits, next pos)."
+        """Lay the batch out as `[pad | cached | pad | to prefill]` in a preallocated cache and prefill the rest, in
+        chunks of rows of similar length (a row is never padded to more than 1.25x its length); returns (cache,
+        visible columns per row, last logits, next position per row)."""
         import torch
-        from transformers import DynamicCache
-        dev = self.model.device
+        from transformers.cache_utils import Cache
+        SlabLayer = _slab_class()
+        dev, cfg = self.model.device, self.model.config
         B = len(seqs)
         c = [n for n, _ in hits]
         P, R = max(c), max(len(s) - n for s, n in zip(seqs, c))
-        cache = DynamicCache(config=self.model.config)
-        mask_c = torch.zeros((B, P), dtype=torch.long)
-        if P:
-            kv0 = next(kv for _, kv in hits if kv is not None)
-            for layer, (k0, v0) in enumerate(kv0):
-                K = k0.new_zeros((B, k0.shape[0], P, k0.shape[2]))
-                V = v0.new_zeros((B, v0.shape[0], P, v0.shape[2]))
-                for j, (n, kv) in enumerate(hits):
-                    if n:
-                        K[j, :, P - n:] = kv[layer][0][:, :n]
-                        V[j, :, P - n:] = kv[layer][1][:, :n]
-                cache.update(K.to(dev), V.to(dev), layer)
-            for j, n in enumerate(c):
-                mask_c[j, P - n:] = 1
+        H = cfg.num_key_value_heads
+        D = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dt = self.model.get_input_embeddings().weight.dtype
+        cap = P + R + self.grow
+        layers = []
+        for layer in range(cfg.num_hidden_layers):
+            K = torch.zeros((B, H, cap, D), dtype=dt, device=dev)
+            V = torch.zeros((B, H, cap, D), dtype=dt, device=dev)
+            for j, (n, kv) in enumerate(hits):
+                if n:
+                    K[j, :, P - n:P] = kv[layer][0][:, :n]
+                    V[j, :, P - n:P] = kv[layer][1][:, :n]
+            layers.append(SlabLayer(K, V, P))
+        cache = Cache(layers=layers)
+        vis = torch.ones((B, cap), dtype=torch.bool)        # columns a row attends to (later ones: its new tokens)
         ids = torch.full((B, R), self.pad_id, dtype=torch.long)
-        mask_i = torch.zeros((B, R), dtype=torch.long)
         pos = torch.zeros((B, R), dtype=torch.long)
         for j, (s, n) in enumerate(zip(seqs, c)):
             r = len(s) - n
+            vis[j, :P - n] = False
+            vis[j, P:P + R - r] = False
             ids[j, R - r:] = torch.tensor(s[n:])
-            mask_i[j, R - r:] = 1
             pos[j, R - r:] = torch.arange(n, len(s))
         self.prefilled_tokens += sum(len(s) - n for s, n in zip(seqs, c))
-        mask = torch.cat([mask_c, mask_i], 1).to(dev)
-        logits = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev),
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        rs = [len(s) - n for s, n in zip(seqs, c)]
+        chunks, a = [], 0                                   # rows of similar length prefill together: little padding
+        for j in range(1, B + 1):
+            if j == B or rs[j] < 0.8 * max(rs[a:j]):
+                chunks.append((a, j))
+                a = j
+        logits = []
+        for a, b in chunks:
+            Rc = max(rs[a:b])
+            s0 = P + R - Rc                                  # the chunk's tokens end where every row's do
+            part = Cache(layers=[SlabLayer(L.K[a:b], L.V[a:b], s0) for L in layers])   # views: writes land in K, V
+            mask = vis[a:b, None, None, :s0 + Rc].repeat(1, 1, Rc, 1)
+            mask[:, :, :, s0:] &= torch.ones((Rc, Rc), dtype=torch.bool).tril_()
+            mask[:, 0, torch.arange(Rc), s0 + torch.arange(Rc)] = True   # a pad attends to itself: no empty softmax row
+            logits.append(self.model(input_ids=ids[a:b, R - Rc:].to(dev), attention_mask=mask.to(dev),
+                                     position_ids=pos[a:b, R - Rc:].to(dev), past_key_values=part, use_cache=True,
+                                     logits_to_keep=1).logits[:, -1])
+        for L in layers:
+            L.n = P + R
+            L.keys, L.values = L.K[:, :, :P + R], L.V[:, :, :P + R]
+        logits = torch.cat(logits)
         nxt = torch.tensor([len(s) for s in seqs], dtype=torch.long, device=dev)
-        return cache, mask, logits, nxt
+        return cache, vis.to(dev), logits, nxt
 
-    def _keep(self, cache, mask, j, tokens):
+    def _keep(self, cache, vis, j, tokens):
         "Put row j's keys/values (pads removed) into the prefix cache under `tokens`."
         if self.prefix.max_bytes <= 0:
             return
-        cols = mask[j].bool()
-        kv = [(layer.keys[j][:, cols].clone(), layer.values[j][:, cols].clone()) for layer in cache.layers]
+        layers = cache.layers
+        n = layers[0].n
+        cols = vis[j, :n]
+        kv = [(L.K[j, :, :n][:, cols].clone(), L.V[j, :, :n][:, cols].clone()) for L in layers]
         assert kv[0][0].shape[1] == len(tokens)
         self.prefix.add(tokens, kv)
 
@@ -191,60 +328,71 @@ class TransformersBackend(Backend):
         for i in range(B):
             if max_new[i] <= 0:
                 reason[i] = "length"
-        if live:
-            dev = self.model.device
-            gens = []
-            if self.temperature > 0:
-                for i in live:
-                    g = torch.Generator(device=dev)
-                    g.manual_seed(row_seed(seed, seqs[i]))
-                    gens.append(g)
-            stop_t = torch.tensor(stop_ids, dtype=torch.long, device=dev)
-            with torch.inference_mode():
-                cache, mask, logits, nxt = self._prefill([seqs[i] for i in live], [hits[i] for i in live])
-                while live:
-                    masked = [j for j, i in enumerate(live) if len(new[i]) < min_new[i]]
-                    if masked and len(stop_ids):
-                        rows = torch.tensor(masked, device=dev)
-                        logits[rows[:, None], stop_t[None, :]] = float("-inf")
-                    picked = self._pick(logits, gens).tolist()
-                    keep = []
-                    for j, (i, t) in enumerate(zip(live, picked)):
-                        nfed = len(new[i])                 # the cache holds seqs[i] + new[i][:nfed]
-                        if t in stop_ids:
-                            reason[i], stop_tok[i] = "stop", t
+        if not live:
+            return [Continuation([], "", "length", None, 0) for _ in range(B)]
+        dev = self.model.device
+        gens = []
+        if self.temperature > 0:
+            for i in live:
+                g = torch.Generator(device=dev)
+                g.manual_seed(row_seed(seed, seqs[i]))
+                gens.append(g)
+        stop_t, stop_set = torch.tensor(stop_ids, dtype=torch.long, device=dev), set(stop_ids)
+        with torch.inference_mode():
+            cache, vis, logits, nxt = self._prefill([seqs[i] for i in live], [hits[i] for i in live])
+            while live:
+                masked = [j for j, i in enumerate(live) if len(new[i]) < min_new[i]]
+                if masked and stop_ids:
+                    if len(masked) == len(live):
+                        logits[:, stop_t] = float("-inf")
+                    else:
+                        logits[torch.tensor(masked, device=dev)[:, None], stop_t[None, :]] = float("-inf")
+                picked = self._pick(logits, gens).tolist()
+                keep = []
+                for j, (i, t) in enumerate(zip(live, picked)):
+                    nfed = len(new[i])                 # the cache holds seqs[i] + new[i][:nfed]
+                    if t in stop_set:
+                        reason[i], stop_tok[i] = "stop", t
+                    else:
+                        new[i].append(t)
+                        if len(new[i]) >= max_new[i]:
+                            reason[i] = "length"
                         else:
-                            new[i].append(t)
-                            if len(new[i]) >= max_new[i]:
-                                reason[i] = "length"
-                            else:
-                                keep.append(j)
-                                continue
-                        self._keep(cache, mask, j, seqs[i] + new[i][:nfed])
-                    if bar is not None:
-                        bar.update(len(live))
-                    if not keep:
-                        break
-                    if len(keep) < len(live):
-                        sel = torch.tensor(keep, device=dev)
-                        cache.batch_select_indices(sel)
-                        mask, nxt = mask[sel], nxt[sel]
+                            keep.append(j)
+                            continue
+                    self._keep(cache, vis, j, seqs[i] + new[i][:nfed])
+                if bar is not None:
+                    bar.update(len(live))
+                if not keep:
+                    break
+                n = cache.layers[0].n
+                sel = torch.tensor(keep, device=dev) if len(keep) < len(live) else None
+                cap = n + self.grow if n + 1 > vis.shape[1] else None
+                if sel is not None or cap is not None:
+                    for L in cache.layers:             # retire finished rows, grow the capacity
+                        L.resize(sel, cap)
+                    if sel is not None:
+                        vis, nxt = vis[sel], nxt[sel]
                         gens = [gens[j] for j in keep] if gens else gens
                         picked = [picked[j] for j in keep]
                         live = [live[j] for j in keep]
-                    tok_in = torch.tensor(picked, dtype=torch.long, device=dev)[:, None]
-                    mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
-                    logits = self.model(input_ids=tok_in, attention_mask=mask, position_ids=nxt[:, None],
-                                        past_key_values=cache, use_cache=True).logits[:, -1]
-                    nxt = nxt + 1
+                    if cap is not None:
+                        vis = torch.cat([vis, vis.new_ones((len(live), cap - vis.shape[1]))], 1)
+                tok_in = torch.tensor(picked, dtype=torch.long, device=dev)[:, None]
+                logits = self.model(input_ids=tok_in, attention_mask=vis[:, None, None, :n + 1],
+                                    position_ids=nxt[:, None], past_key_values=cache,
+                                    use_cache=True).logits[:, -1]
+                nxt = nxt + 1
         return [Continuation(new[i], self.tok.decode(new[i]), reason[i], stop_tok[i],
                              len(new[i]) + (reason[i] == "stop")) for i in range(B)]
 
+
 # %% ../nbs/10a_engine.ipynb #6575f2ac
-def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | None = None, batch_size: int = 16,
+def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | None = None, batch_size: int = 64,
                  temperature: float = 0.0, top_p: float = 1.0, model: str | None = None, tokenizer=None,
-                 **kw) -> Backend:
-    "A backend: `kind='transformers'` (in process) or `'openai'` (OpenAI-compatible server URL(s))."
+                 quantize: str | None = None, **kw) -> Backend:
+    """A backend: `kind='transformers'` (in process; `quantize`: None/'none' fp32, 'int8' the int8 path) or
+    `'openai'` (OpenAI-compatible server URL(s))."""
     urls = [model_or_url] if isinstance(model_or_url, str) else list(model_or_url or [])
     if kind is None:
         kind = "openai" if urls and all(str(u).startswith(("http://", "https://")) for u in urls) else "transformers"
@@ -252,8 +400,11 @@ def make_backend(model_or_url: str | Sequence[str] | None = None, kind: str | No
         from m1.models import load_model
         mdl, tok = load_model(model_or_url if isinstance(model_or_url, str) else model)
         return TransformersBackend(mdl, tokenizer or tok, batch_size=batch_size, temperature=temperature,
-                                   top_p=top_p, **kw)
+                                   top_p=top_p, quantize=quantize, **kw)
     if kind == "openai":
+        if quantize not in (None, "none"):
+            raise ValueError(f"quantize={quantize!r} applies to the in-process engine (kind='transformers'); a server "
+                             "quantises its own model (e.g. llama.cpp's GGUF)")
         if not urls:
             raise ValueError("kind='openai' needs the server's base URL(s), e.g. http://127.0.0.1:8000/v1")
         if tokenizer is None:

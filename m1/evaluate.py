@@ -16,11 +16,12 @@ import pandas as pd
 
 from .core import load_profile, redact, work_dir, write_json, code_version
 # the store and the metrics, re-exported: `from m1.evaluate import load_results, metrics_table` keeps working
-from .store import (MODES, SCORERS, ResultsStore, StoreConfigError, check_choice, is_results_store,  # noqa: F401
-                      load_results, make_record, model_fingerprint, question_keys, record_key, rescore, run_config,
+from .store import (MODES, SCORERS, ResultsStore, StoreConfigError, check_choice, decoding,  # noqa: F401
+                      is_results_store, load_results, make_record, model_fingerprint, question_keys, record_key, rescore, run_config,
                       use_scorer)
-from .metrics import (average_label, chance_report, compare_table, known_sets, metrics_table,  # noqa: F401
-                        results_table, to_markdown, write_reports)
+from .metrics import (VOTES, average_label, chance_report, compare_table, compute_frontier,  # noqa: F401
+                        frontier_table, known_sets, metrics_table, results_table, to_markdown, vote, vote_metrics,
+                        vote_table, write_reports)
 
 # %% auto #0
 __all__ = ['EVAL_BACKENDS', 'check_sets', 'load_suite', 'check_count', 'parse_ints', 'check_grid', 'grid_cells', 'evaluate',
@@ -127,8 +128,9 @@ def grid_cells(budgets, waits=(0,), wait_budget: int | None = None, mode: str = 
 # %% ../nbs/11_eval.ipynb #e2b09126
 def evaluate(backend, suite: dict, budgets, waits=(0,), wait_budget: int | None = None, *, store: ResultsStore,
              answer_tokens: int | None = None, batch_size: int = 16, keep_thinking: bool = True,
-             progress: bool = True, mode: str = "budget", match: str = "last") -> dict:
-    "Answer every (question, budget, Waits) of `suite` in `mode` missing from `store`; returns counts and timing."
+             progress: bool = True, mode: str = "budget", match: str = "last", samples: int = 1) -> dict:
+    """Answer every (question, budget, Waits, sample) of `suite` in `mode` missing from `store`; returns counts and
+    timing. Sample k runs with seed `m1.budget.sample_seed(seed, k)`; the backend must decode as the store says."""
     from tqdm.auto import tqdm
     cells = grid_cells(budgets, waits, wait_budget, mode)
     cfg, h = store.config, store.hash
@@ -136,21 +138,32 @@ def evaluate(backend, suite: dict, budgets, waits=(0,), wait_budget: int | None 
     if answer_tokens != cfg["answer_tokens"]:
         raise ValueError(f"answer_tokens {answer_tokens} differs from the store's configuration {cfg['answer_tokens']}")
     batch_size = check_count(batch_size, "--batch-size (eval.batch_size)")
+    samples = check_count(samples, "--samples (eval.samples)")
+    want = cfg.get("decoding", "greedy")
+    if samples > 1 and want == "greedy":
+        raise ValueError(f"--samples {samples} (eval.samples) at temperature 0 (--temperature, eval.temperature): greedy "
+                         "decoding makes every sample the same; sample with e.g. --temperature 0.7, or use --samples 1")
+    if backend is not None and (got := decoding(getattr(backend, "temperature", 0.0), getattr(backend, "top_p", 1.0))) != want:
+        raise ValueError(f"the backend decodes with {got} but the store's configuration says {want}: build the backend "
+                         "with the profile's eval.temperature and eval.top_p (make_backend(..., temperature=, top_p=))")
+    from m1.budget import sample_seed
     spacing = cfg.get("wait_spacing", "m1")
     qkeys = {n: question_keys(ds) for n, ds in suite.items()}
-    key = lambda n, i, b, w: record_key(h, n, qkeys[n][i], b, w, mode)
+    key = lambda n, i, b, w, k=0: record_key(h, n, qkeys[n][i], b, w, mode, k)
     done = store.done_keys()
-    total = sum(len(ds) for ds in suite.values()) * len(cells)
-    todo = [(n, i, b, w) for n, ds in suite.items() for i in range(len(ds)) for b, w, _ in cells
-            if key(n, i, b, w) not in done]
+    total = sum(len(ds) for ds in suite.values()) * len(cells) * samples
+    todo = [(n, i, b, w, k) for n, ds in suite.items() for i in range(len(ds)) for b, w, _ in cells
+            for k in range(samples) if key(n, i, b, w, k) not in done]
     t0, written = time.time(), 0
+    count0 = {c: getattr(backend, c) for c in ("decoded_tokens", "prefilled_tokens") if hasattr(backend, c)}
     bar = tqdm(total=total, initial=total - len(todo), desc=f"eval {mode} {cfg['model'][-40:]}", unit="answer",
                disable=not progress)
 
-    def emit(results, rows, idx, name, b, w, cell):
+    def emit(results, rows, idx, name, b, w, cell, k=0):
         return [make_record(res, r, set_name=name, row_idx=i, budget=b, waits=w, config=cfg, config_hash=h,
-                            mode=mode, keep_thinking=keep_thinking, copy=qkeys[name][i][2], cell=cell, match=match)
-                for res, r, i in zip(results, rows, idx) if key(name, i, b, w) not in done]
+                            mode=mode, keep_thinking=keep_thinking, copy=qkeys[name][i][2], cell=cell, match=match,
+                            sample=k)
+                for res, r, i in zip(results, rows, idx) if key(name, i, b, w, k) not in done]
 
     def save(recs):
         nonlocal written, done
@@ -162,28 +175,31 @@ def evaluate(backend, suite: dict, budgets, waits=(0,), wait_budget: int | None 
         for name, ds in suite.items():
             for start in range(0, len(ds), batch_size):
                 idx = list(range(start, min(start + batch_size, len(ds))))
-                need = [(b, w, c) for b, w, c in cells if any(key(name, i, b, w) not in done for i in idx)]
-                if not need:
-                    continue
-                rows = [ds[i] for i in idx]
-                if mode != "budget":
-                    from m1.backend import direct
+                rows = None
+                for k in range(samples):                      # one sample after the other: the prompts stay cached
+                    need = [(b, w, c) for b, w, c in cells if any(key(name, i, b, w, k) not in done for i in idx)]
+                    if not need:
+                        continue
+                    rows = rows or [ds[i] for i in idx]
+                    seed = sample_seed(cfg["seed"], k)
+                    if mode != "budget":
+                        from m1.backend import direct
+                        for b, w, c in need:
+                            save(emit(direct(backend, rows, b, cot=mode == "cot", seed=seed), rows, idx, name, b, 0, c, k))
+                        continue
+                    from m1.budget import budget_force, budget_sweep
+                    if need_b := [b for b, w, c in need if c == "sweep"]:
+                        out = budget_sweep(backend, rows, need_b, answer_tokens=answer_tokens, shared_prefix=True,
+                                           seed=seed, min_thinking=cfg["min_thinking"], wait_spacing=spacing)
+                        save([rec for b in need_b for rec in emit(out[b], rows, idx, name, b, 0, "sweep", k)])
                     for b, w, c in need:
-                        save(emit(direct(backend, rows, b, cot=mode == "cot", seed=cfg["seed"]), rows, idx, name, b, 0, c))
-                    continue
-                from m1.budget import budget_force, budget_sweep
-                if need_b := [b for b, w, c in need if c == "sweep"]:
-                    out = budget_sweep(backend, rows, need_b, answer_tokens=answer_tokens, shared_prefix=True,
-                                       seed=cfg["seed"], min_thinking=cfg["min_thinking"], wait_spacing=spacing)
-                    save([rec for b in need_b for rec in emit(out[b], rows, idx, name, b, 0, "sweep")])
-                for b, w, c in need:
-                    if c == "force":
-                        out = budget_force(backend, rows, b, waits=w, answer_tokens=answer_tokens, seed=cfg["seed"],
-                                           min_thinking=cfg["min_thinking"], wait_spacing=spacing)
-                        save(emit(out, rows, idx, name, b, w, "force"))
+                        if c == "force":
+                            out = budget_force(backend, rows, b, waits=w, answer_tokens=answer_tokens, seed=seed,
+                                               min_thinking=cfg["min_thinking"], wait_spacing=spacing)
+                            save(emit(out, rows, idx, name, b, w, "force", k))
     bar.close()
-    return {"cells": len(cells), "answers": total, "written": written, "already": total - len(todo),
-            "seconds": round(time.time() - t0, 1)}
+    return {"cells": len(cells), "samples": samples, "answers": total, "written": written, "already": total - len(todo),
+            "seconds": round(time.time() - t0, 1), **{c: getattr(backend, c) - v for c, v in count0.items()}}
 
 # %% ../nbs/11_eval.ipynb #e34f6344
 EVAL_BACKENDS = ("transformers", "server")
@@ -257,15 +273,16 @@ def eval_grid(E, mode: str, budgets=None, waits=None, wait_budget=None, replace_
 
 # %% ../nbs/11_eval.ipynb #475e9b8d
 def run_selection(df: pd.DataFrame, suite: dict, cells, mode: str = "budget", config_hash: str | None = None,
-                  match: str = "last") -> pd.DataFrame:
-    """The answers of one run, out of a store's DataFrame: its suite's questions (by content key), grid cells and
-    mode. Answers whose gold letter (or match rule) changed since they were stored are re-scored from their text."""
+                  match: str = "last", samples: int = 1) -> pd.DataFrame:
+    """The answers of one run, out of a store's DataFrame: its suite's questions (by content key), grid cells,
+    samples and mode. Answers whose gold letter (or match rule) changed since they were stored are re-scored from their text."""
     h = config_hash or df.attrs.get("config_hash")
     want = {}
     for n, ds in suite.items():
         for i, (qk, gold) in enumerate(zip(question_keys(ds), ds["answer"])):
             for b, w, _ in cells:
-                want[record_key(h, n, qk, b, w, mode)] = (i, gold)
+                for k in range(samples):
+                    want[record_key(h, n, qk, b, w, mode, k)] = (i, gold)
     sel = df[df["key"].isin(want)].copy()
     sel.attrs = dict(df.attrs)
     sel["row"] = [want[k][0] for k in sel["key"]]
@@ -277,7 +294,7 @@ def run_selection(df: pd.DataFrame, suite: dict, cells, mode: str = "budget", co
         sel.loc[stale, fixed.columns] = fixed
     sel.attrs["rescored"] = int(stale.sum())
     order = {n: k for k, n in enumerate(suite)}
-    sel = sel.sort_values(["set", "row", "budget", "waits"], key=lambda c: c.map(order) if c.name == "set" else c)
+    sel = sel.sort_values(["set", "row", "budget", "waits", "sample"], key=lambda c: c.map(order) if c.name == "set" else c)
     return use_scorer(sel.reset_index(drop=True), df.attrs.get("scorer", "strict"))
 
 # %% ../nbs/11_eval.ipynb #c1a631ec
@@ -285,11 +302,13 @@ def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | No
              waits=None, limit: int | str | None = None, out: str | Path | None = None, force_new: bool = False,
              wait_budget: int | None = None, answer_tokens: int | None = None, batch_size: int | None = None,
              min_thinking: int | None = None, mode: str | None = None, scorer: str | None = None,
-             replace_grid: bool = False, backend=None, progress: bool = True, log=print) -> dict:
+             replace_grid: bool = False, backend=None, progress: bool = True, log=print, samples: int | None = None,
+             vote: str | None = None, temperature: float | None = None, top_p: float | None = None) -> dict:
     """The eval stage: check every input, open the store, run the grid, write store, tables and manifest.
     The model answers in process (`eval.backend: transformers`) or through an OpenAI-compatible server
     (`base_url`; else with `eval.backend: server` the profile's `server.base_urls`, or a loopback server that
-    `serve_model` starts for the run and stops after it)."""
+    `serve_model` starts for the run and stops after it). `samples` sampled answers per question (at `temperature`,
+    `top_p`; default: the profile's `eval.samples`, ...) are combined by `vote` in the tables."""
     P = profile if isinstance(profile, dict) else load_profile(profile)
     E = P.eval
     mode = check_choice(E.get("mode", "budget") if mode is None else mode, MODES, "--mode (eval.mode)")
@@ -305,6 +324,14 @@ def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | No
     min_thinking = check_count(E.get("min_thinking", 0) if min_thinking is None else min_thinking,
                                "--min-thinking (eval.min_thinking)", minimum=0)
     n_boot = check_count(E.get("bootstrap", 1000), "eval.bootstrap")
+    samples = check_count(E.get("samples", 1) if samples is None else samples, "--samples (eval.samples)")
+    vote_rule = check_choice(E.get("vote", "majority") if vote is None else vote, VOTES, "--vote (eval.vote)")
+    temperature = E.get("temperature", 0.0) if temperature is None else temperature
+    top_p = E.get("top_p", 1.0) if top_p is None else top_p
+    dec = decoding(temperature, top_p)
+    if samples > 1 and dec == "greedy":
+        raise ValueError(f"--samples {samples} (eval.samples) at temperature 0 (--temperature, eval.temperature): greedy "
+                         "decoding makes every sample the same; sample with e.g. --temperature 0.7, or use --samples 1")
     from m1.budget import WAIT_SPACINGS
     spacing = check_choice(E.get("wait_spacing", "m1"), WAIT_SPACINGS, "eval.wait_spacing")
     out = Path(out) if out else work_dir() / "eval"
@@ -319,20 +346,28 @@ def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | No
     if not base_url:
         from m1.models import resolve_model
         fingerprint = model_fingerprint(resolve_model(model))
-    cfg = run_config(model, kind, answer_tokens, P.seed, "suffix", fingerprint, min_thinking, spacing)
+    from m1.engine import QUANTIZE
+    quantize = check_choice(E.get("quantize", "none"), QUANTIZE, "eval.quantize")
+    if quantize != "none" and kind != "transformers":
+        raise ValueError(f"eval.quantize {quantize} applies to the in-process engine (eval.backend transformers); a server "
+                         "runs its own weights: set eval.quantize: none")
+    cfg = run_config(model, kind, answer_tokens, P.seed, "suffix", fingerprint, min_thinking, spacing, temperature, top_p,
+                     quantize)
     probe = ResultsStore(out / "results.jsonl", cfg, force_new=force_new, create=False)   # checks, writes nothing
     done = probe.done_keys()
-    pending = sum(record_key(probe.hash, n, qk, b, w, mode) not in done for n, d in suite.items()
-                  for qk in question_keys(d) for b, w, _ in cells)
+    pending = sum(record_key(probe.hash, n, qk, b, w, mode, k) not in done for n, d in suite.items()
+                  for qk in question_keys(d) for b, w, _ in cells for k in range(samples))
     stack = contextlib.ExitStack()
     if backend is None and pending:            # a finished run only re-tabulates: no model is loaded
         from m1.engine import make_backend
         if local_server:
             srv = stack.enter_context(serve_model(P, model, max(budgets) + answer_tokens + 2048, log))
-            backend = make_backend(srv.base_url, kind="openai", model=srv.model, tokenizer=model)
+            backend = make_backend(srv.base_url, kind="openai", model=srv.model, tokenizer=model,
+                                   temperature=temperature, top_p=top_p)
         else:
-            backend = (make_backend(base_url, kind="openai", model=model) if base_url else
-                       make_backend(model, kind="transformers", batch_size=batch_size))
+            backend = (make_backend(base_url, kind="openai", model=model, temperature=temperature, top_p=top_p)
+                       if base_url else make_backend(model, kind="transformers", batch_size=batch_size,
+                                                     temperature=temperature, top_p=top_p, quantize=quantize))
     store = ResultsStore(out / "results.jsonl", cfg, force_new=force_new)      # the first write of the run
     notes = []
     if store.moved_to:
@@ -344,22 +379,30 @@ def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | No
     with stack:                                # a server started for the run stops when it is done
         summary = evaluate(backend, suite, budgets, waits, wait_budget, store=store, answer_tokens=answer_tokens,
                            batch_size=batch_size, keep_thinking=E.get("keep_thinking", True), progress=progress,
-                           mode=mode, match=match)
+                           mode=mode, match=match, samples=samples)
     allres = load_results(store.path, scorer=scorer)
-    df = run_selection(allres, suite, cells, mode, store.hash, match)
+    df = run_selection(allres, suite, cells, mode, store.hash, match, samples)
     if df.attrs["rescored"]:
         notes.append(f"{df.attrs['rescored']} stored answers were re-scored against a changed gold letter.")
     metrics = metrics_table(df, n_boot=n_boot, seed=P.seed)
     other = metrics_table(df, n_boot=n_boot, seed=P.seed, scorer=[s for s in SCORERS if s != scorer][0])
+    votes = vote_metrics(df, n_boot=n_boot, seed=P.seed) if samples > 1 else None
+    frontier = compute_frontier(df, n_boot=n_boot, seed=P.seed)
     avg = metrics[metrics["set"] == "Average"]
+    if samples > 1:
+        notes += [f"{samples} samples per question and cell, decoded at temperature {float(temperature)}, top-p "
+                     f"{float(top_p)}; sample k is seeded by m1.budget.sample_seed(seed {P.seed}, k), sample 0 by the seed "
+                     "itself. The accuracy tables above give the per-sample accuracy (the mean over the samples, each "
+                     f"scored alone); the vote table gives the {vote_rule} vote of k of them.", ""]
     conts = sorted({c for c in df["continuation"].dropna()})
     notes += ["## Against chance", "", *[f"- {x}" for x in chance_report(avg)], "",
               f"Model `{model}` ({kind}{'; continuation: ' + ', '.join(conts) if conts else ''}); mode `{mode}`, "
               f"scorer `{scorer}`; store `{store.path.name}`, configuration {store.hash}; {len(df)} answers over "
               f"{len(suite)} sets."]
-    files = write_reports(metrics, out, f"m1 eval — {Path(model).name} — mode {mode} — profile {P.name}", notes, other)
+    files = write_reports(metrics, out, f"m1 eval — {Path(model).name} — mode {mode} — profile {P.name}", notes, other,
+                          votes=votes, frontier=frontier)
     manifest = {"stage": "eval", "profile": P.name, "config": cfg, "config_hash": store.hash, "mode": mode,
-                "scorer": scorer, "match": match,
+                "scorer": scorer, "match": match, "samples": samples, "vote": vote_rule, "decoding": dec,
                 "grid": {"budgets": budgets, "waits": waits, "wait_budget": wait_budget,
                          "cells": [list(c) for c in cells]},
                 "sets": {n: len(d) for n, d in suite.items()}, "n_sets": len(suite), "limit": limit,
@@ -368,12 +411,15 @@ def run_eval(profile: str = "tiny", model: str | None = None, base_url: str | No
                                                       "n_sets": int(r.n_sets)} for r in avg.itertuples()},
                 "average_other_scorer": {f"{r.budget}/{r.waits}": {"scorer": r.scorer, "acc": r.acc}
                                          for r in other[other["set"] == "Average"].itertuples()},
+                "votes": {} if votes is None else {f"{r.budget}/{r.waits}/vote@{r.k}": {
+                    "acc": r.acc, "lo": r.lo, "hi": r.hi, "chance": r.chance, "mean_tokens": r.mean_tokens}
+                    for r in votes[votes["set"] == "Average"].itertuples()},
                 "continuation": conts, "rescored": df.attrs["rescored"],
                 "files": {"store": str(store.path), **files}, "code_version": code_version(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(out / "manifest.json", manifest)
-    return {"store": store.path, "results": df, "metrics": metrics, "metrics_other": other, "manifest": manifest,
-            "out": out}
+    return {"store": store.path, "results": df, "metrics": metrics, "metrics_other": other, "votes": votes,
+            "frontier": frontier, "manifest": manifest, "out": out}
 
 # %% ../nbs/11_eval.ipynb #30aadede
 class _Parser(argparse.ArgumentParser):
@@ -411,6 +457,15 @@ def eval_parser(prog: str = "m1 eval") -> argparse.ArgumentParser:
                     "tokens); any grid flag replaces the profile's grid entirely")
     ap.add_argument("--waits", default=None, help="comma-separated Wait counts (mode budget; default: the profile's)")
     ap.add_argument("--wait-budget", type=int, default=None, help="budget of the Wait grid (default: the profile's)")
+    ap.add_argument("--samples", type=int, default=None, help="sampled answers per question and grid cell, each "
+                    "scored alone and combined by --vote (default: the profile's eval.samples, 1); more than 1 needs "
+                    "--temperature > 0")
+    ap.add_argument("--vote", default=None, choices=VOTES, help="how samples are combined in the tables: majority (ties: "
+                    "the earliest sample's letter; unreadable answers never win); default: the profile's eval.vote")
+    ap.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the profile's "
+                    "eval.temperature; 0 = greedy, m1's evaluation)")
+    ap.add_argument("--top-p", type=float, default=None, help="nucleus sampling top-p in (0, 1] (default: the profile's "
+                    "eval.top_p)")
     ap.add_argument("--limit", type=_limit_arg, default=None, help="questions per set: a positive number or 'all' "
                     "(default: the profile's data.eval_limit)")
     ap.add_argument("--base-url", default=None, help="OpenAI-compatible server (vLLM/SGLang), e.g. http://127.0.0.1:8000/v1")
@@ -431,6 +486,10 @@ def _check_flags(a) -> None:
     for flag in ("wait_budget", "answer_tokens", "batch_size"):
         if getattr(a, flag) is not None:
             check_count(getattr(a, flag), f"--{flag.replace('_', '-')}")
+    if a.samples is not None:
+        check_count(a.samples, "--samples")
+    if a.temperature is not None or a.top_p is not None:
+        decoding(0.0 if a.temperature is None else a.temperature, 1.0 if a.top_p is None else a.top_p)
     if a.min_thinking is not None:
         check_count(a.min_thinking, "--min-thinking", minimum=0)
     if a.sets is not None and not a.sets.strip(", "):
@@ -453,7 +512,8 @@ def eval_main(argv: list[str] | None = None) -> int:
                      limit=a.limit,
                      out=a.out, force_new=a.force_new, wait_budget=a.wait_budget, answer_tokens=a.answer_tokens,
                      batch_size=a.batch_size, min_thinking=a.min_thinking, mode=a.mode, scorer=a.scorer,
-                     replace_grid=grid, progress=not a.no_progress)
+                     replace_grid=grid, progress=not a.no_progress, samples=a.samples, vote=a.vote,
+                     temperature=a.temperature, top_p=a.top_p)
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         if debug:
             raise
@@ -461,5 +521,6 @@ def eval_main(argv: list[str] | None = None) -> int:
         print(f"m1 eval: error: {redact(msg)}", file=sys.stderr)
         return 2
     print(Path(r["out"], "results.md").read_text())
-    print(f"wrote {r['store']} ({len(r['results'])} answers) and {r['out']}/results.md, results.csv, manifest.json")
+    names = [Path(f).name for k, f in r["manifest"]["files"].items() if k != "store"] + ["manifest.json"]
+    print(f"wrote {r['store']} ({len(r['results'])} answers) and {r['out']}/{', '.join(names)}")
     return 0

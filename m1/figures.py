@@ -12,11 +12,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .core import atomic_write, repo_root, stage_done, stage_manifest, stage_path, write_json
+from .core import atomic_write, read_json, repo_root, stage_done, stage_manifest, stage_path, write_json
 
 # %% auto #0
-__all__ = ['CURATION_STAGES', 'figures_dir', 'save_figure', 'save_table', 'plot_budget_curve', 'plot_wait_curve', 'stage_counts',
-           'run_label', 'make_figures']
+__all__ = ['CURATION_STAGES', 'FRONTIER_COLUMNS', 'figures_dir', 'save_figure', 'save_table', 'plot_budget_curve',
+           'plot_wait_curve', 'stage_counts', 'run_label', 'plot_compute_frontier', 'frontier_report',
+           'ablation_report', 'make_figures']
 
 # %% ../nbs/12_figures.ipynb #148de6d3
 def figures_dir(path: str | Path | None = None) -> Path:
@@ -39,14 +40,15 @@ def save_figure(fig, stem: str, folder: str | Path | None = None) -> list[Path]:
     return out
 
 # %% ../nbs/12_figures.ipynb #3ec36b34
-def save_table(df: pd.DataFrame, stem: str, folder: str | Path | None = None, title: str = "") -> list[Path]:
-    "Save a table as `<stem>.csv` and `<stem>.md` (pipe table), atomically."
+def save_table(df: pd.DataFrame, stem: str, folder: str | Path | None = None, title: str = "",
+               note: str = "") -> list[Path]:
+    "Save a table as `<stem>.csv` and `<stem>.md` (pipe table, under `title` and a `note` paragraph), atomically."
     from m1.metrics import to_markdown
     d = figures_dir(folder)
     with atomic_write(d / f"{stem}.csv") as f:
         df.to_csv(f, index=False)
     with atomic_write(d / f"{stem}.md") as f:
-        f.write((f"# {title}\n\n" if title else "") + to_markdown(df, index=False) + "\n")
+        f.write((f"# {title}\n\n" if title else "") + (f"{note}\n\n" if note else "") + to_markdown(df, index=False) + "\n")
     return [d / f"{stem}.csv", d / f"{stem}.md"]
 
 # %% ../nbs/12_figures.ipynb #467ee191
@@ -116,17 +118,114 @@ def run_label(model) -> str:
     p = Path(str(model))
     return "/".join(p.parts[-2:]) if p.name == "model" and len(p.parts) > 1 else p.name
 
+# %% ../nbs/12_figures.ipynb #6da4003e
+FRONTIER_COLUMNS = ["model", "strategy", "label", "mean_tokens", "acc", "lo", "hi", "n"]
+
+# %% ../nbs/12_figures.ipynb #4a2f1a53
+def plot_compute_frontier(frontier: pd.DataFrame, chance: float | None = None, title: str = "Accuracy vs compute",
+                          caption: str = ""):
+    """Accuracy (%) vs mean decoded tokens per question, one line per (model, strategy) with 95% error bars; chance
+    dashed (`chance`, else the frame's `chance` column when it has one)."""
+    if missing := [c for c in FRONTIER_COLUMNS if c not in frontier.columns]:
+        raise ValueError(f"the frontier frame lacks the columns {missing}: make it with m1.metrics.compute_frontier")
+    if frontier.empty:
+        raise ValueError("the frontier frame is empty: no strategy to plot")
+    models = list(dict.fromkeys(frontier["model"]))
+    strategies = list(dict.fromkeys(frontier["strategy"]))
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(strategies)}
+    markers = "osD^vP*X"
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for i, ((model, strategy), g) in enumerate(frontier.groupby(["model", "strategy"], sort=False)):
+        g = g.sort_values("mean_tokens")
+        y = 100 * g["acc"].to_numpy(float)
+        err = [y - 100 * g["lo"].to_numpy(float), 100 * g["hi"].to_numpy(float) - y]
+        name = f"{strategy}" if len(models) == 1 else f"{run_label(model)}: {strategy}"
+        ax.errorbar(g["mean_tokens"], y, yerr=err, color=colors[strategy], marker=markers[strategies.index(strategy) % 8],
+                    ls=["-", "--", ":", "-."][models.index(model) % 4], ms=5, lw=1.4, capsize=3, alpha=0.85, label=name)
+        at = {}                                 # points at the same place (e.g. budgets the model never reaches): one label
+        for x_, y_, lab in zip(g["mean_tokens"], y, g["label"]):
+            at.setdefault((round(float(x_), 6), round(float(y_), 6)), []).append(str(lab))
+        for (x_, y_), labs in at.items():
+            ax.annotate(", ".join(labs), (x_, y_), textcoords="offset points", xytext=(4, 4 - 9 * (i % 4)), fontsize=6,
+                        color=colors[strategy])
+    if chance is None and "chance" in frontier.columns:
+        chance = float(frontier["chance"].mean())
+    if chance is not None:
+        ax.axhline(100 * chance, color="k", ls=":", lw=1.2, label="chance")
+    xs = frontier["mean_tokens"].astype(float)
+    if xs.min() > 0 and xs.max() / xs.min() > 4:
+        from matplotlib.ticker import FuncFormatter
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("mean decoded tokens per question"); ax.set_ylabel("accuracy (%)"); ax.set_title(title)
+    ax.grid(alpha=0.3); ax.legend(fontsize=7, loc="best")
+    if caption:
+        import textwrap
+        fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, int(15 * fig.get_figwidth()))), ha="left", va="top", fontsize=7)
+    return fig
+
+# %% ../nbs/12_figures.ipynb #b6f9909a
+def frontier_report(df: pd.DataFrame, out: str | Path | None = None, chance: float | None = None, n_boot: int = 1000,
+                    seed: int = 0, log=print) -> list[Path]:
+    "Draw and tabulate `m1.metrics.compute_frontier(df)` into `out`; [] (and a log line) when it cannot."
+    import m1.metrics
+    compute = getattr(m1.metrics, "compute_frontier", None)
+    if compute is None:
+        log("compute frontier skipped: m1.metrics has no compute_frontier in this checkout")
+        return []
+    fr = compute(df, n_boot=n_boot, seed=seed)
+    if fr is None or fr.empty:
+        log(f"compute frontier skipped: {getattr(fr, 'attrs', {}).get('message') or 'no strategy with results in the store'}")
+        return []
+    from m1.thinking import CHANCE_NOTE, is_embedded
+    note = " ".join(["Accuracy ± 95% bootstrap interval against the mean number of tokens decoded per question;",
+                     f"chance {100 * chance:.1f}%." if chance is not None else "",
+                     CHANCE_NOTE if any(is_embedded(m) for m in fr["model"].unique()) else ""]).strip()
+    return (save_figure(plot_compute_frontier(fr, chance, "Accuracy vs compute: every strategy on one axis", note),
+                        "compute_frontier", out)
+            + save_table(fr.round(4), "compute_frontier", out, "Accuracy vs mean decoded tokens per question", note=note))
+
+# %% ../nbs/12_figures.ipynb #2355ed1d
+def ablation_report(work: str | Path, out: str | Path | None = None, log=print, module: str = "m1.ablate") -> list[Path]:
+    "Table 2 via `<module>.write_ablation(<work>/ablate, out)` when `<work>/ablate` exists; [] and a log line otherwise."
+    import importlib
+    import importlib.util
+    ab = Path(work) / "ablate"
+    if not ab.is_dir():
+        log(f"ablation table skipped: no {ab} (run `m1 ablate --profile P` first)")
+        return []
+    if importlib.util.find_spec(module) is None:
+        log(f"ablation table skipped: {ab} exists but this checkout has no {module}")
+        return []
+    write = getattr(importlib.import_module(module), "write_ablation", None)
+    if write is None:
+        log(f"ablation table skipped: {module} has no write_ablation")
+        return []
+    out = figures_dir(out)
+    try:
+        res = write(ab, out)
+    except ValueError as e:     # one-line reasons, e.g. an ablation still running: the other figures are still drawn
+        log(f"ablation table skipped: {e}")
+        return []
+    if isinstance(res, dict):
+        res = [p for v in res.values() for p in ([v] if isinstance(v, (str, Path)) else v)]
+    if res is None:
+        res = sorted(out.glob("ablation*"))
+        log(f"{module}.write_ablation returned no paths: taking {[p.name for p in res]} from {out}")
+    return [Path(p) for p in res]
+
 # %% ../nbs/12_figures.ipynb #8761972a
 def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> dict:
-    "Draw every figure and table the stages in `work` have saved results for; returns {name: [paths]}."
+    """Draw every figure and table the stages in `work` have saved results for; returns {name: [paths]}. What cannot
+    be drawn (no results, no ablation, no frontier function) is skipped with a `log` line saying why."""
     from datasets import load_from_disk
     work, written = Path(work), {}
     res = work / "eval" / "results.jsonl"
-    df = None
+    df = full = None
     if res.exists():
         from m1.store import load_results
         from m1.metrics import metrics_table, results_table
-        df = load_results(res)
+        df = full = load_results(res)
         if "mode" in df.columns and (df["mode"] != "budget").any():   # plain / CoT baselines: no budget axis
             log(f"{(df['mode'] != 'budget').sum()} plain/CoT answers in {res}: the curves use the budget-forcing ones")
             df = df[df["mode"] == "budget"]
@@ -144,18 +243,26 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
             at = int(metrics[metrics["waits"] > 0]["budget"].iloc[0])
             written["results_waits"] = save_table(results_table(metrics, "waits", at=at).reset_index(),
                                                   "results_waits", out, f"Accuracy (%) by forced Waits at {at} — {model}")
+        runs = [full]
         base = work / "eval" / "base" / "results.jsonl"
         if base.exists():
             from m1.metrics import compare_table
             bdf = load_results(base)
+            runs.append(bdf.assign(model=bdf["model"].map(lambda m: f"base: {m}" if m in set(full["model"]) else m)))
             bdf = bdf[bdf["mode"] == "budget"] if "mode" in bdf.columns else bdf
             bname = run_label(bdf.attrs.get("config", {}).get("model", "base"))
             bm = metrics_table(bdf, by=("budget", "waits"))
             written["before_after"] = save_table(compare_table({f"base ({bname})": bm, f"tuned ({model})": metrics})
                                                  .reset_index(), "before_after", out,
                                                  "Average accuracy (%) before and after SFT, answered share, chance")
+        runs = pd.concat(runs, ignore_index=True)          # tuned (+ base): the analyses compare models
+        from m1.thinking import thinking_report
+        written["thinking"] = thinking_report(runs, figures_dir(out), log=log)
+        avg = metrics[metrics["set"] == "Average"]
+        if fr := frontier_report(runs, out, float(avg["chance"].mean()) if len(avg) else None, log=log):
+            written["compute_frontier"] = fr
     else:
-        log(f"no budget-forcing results at {res}: budget and Wait curves skipped")
+        log(f"no budget-forcing results at {res}: budget and Wait curves, thinking report and compute frontier skipped")
     sc = stage_counts(work)
     if len(sc):
         written["stage_counts"] = save_table(sc, "stage_counts", out, "Rows after each curation stage")
@@ -173,4 +280,12 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
             title = f"Questions per MeSH qualifier (classifier {cls})" if cls else "Questions per MeSH qualifier"
             written["domains"] = save_figure(plot_domains(table, title), "domains", out)
             written["domain_counts"] = save_table(table, "domain_counts", out, "Questions per MeSH qualifier")
+    info = stage_path("sft", work) / "model" / "m1_sft.json"
+    if stage_done("sft", work) and info.is_file() and (curve := read_json(info).get("loss_curve")):
+        from m1.sft import plot_loss                     # the SFT stage drew it into <work>/figures too
+        cfg = stage_manifest("sft", work).get("config", {})
+        title = f"SFT loss: {Path(str(cfg.get('model') or 'model')).name}, {cfg.get('method', 'full')}"
+        written["sft_loss"] = [plot_loss(curve, figures_dir(out) / "sft_loss.png", title)]
+    if ab := ablation_report(work, out, log=log):
+        written["ablation"] = ab
     return {k: [str(p) for p in v] for k, v in written.items()}

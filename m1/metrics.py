@@ -15,8 +15,9 @@ from .data import EVAL_SETS
 from .store import use_scorer
 
 # %% auto #0
-__all__ = ['GPQA', 'known_sets', 'metrics_table', 'average_label', 'results_table', 'to_markdown', 'cell_label', 'chance_report',
-           'write_reports', 'compare_table']
+__all__ = ['GPQA', 'VOTES', 'FRONTIER_COLUMNS', 'known_sets', 'metrics_table', 'average_label', 'results_table', 'to_markdown',
+           'cell_label', 'chance_report', 'write_reports', 'vote', 'vote_ks', 'sample_tokens', 'vote_metrics',
+           'vote_table', 'compute_frontier', 'frontier_table', 'compare_table']
 
 # %% ../nbs/11b_metrics.ipynb #4b0394f2
 def known_sets() -> list[str]:
@@ -200,9 +201,11 @@ def chance_report(metrics: pd.DataFrame) -> list[str]:
 
 # %% ../nbs/11b_metrics.ipynb #5834358c
 def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes: Sequence[str] = (),
-                  other: pd.DataFrame | None = None) -> dict:
+                  other: pd.DataFrame | None = None, votes: pd.DataFrame | None = None,
+                  frontier: pd.DataFrame | None = None) -> dict:
     """Write results.csv (long form, `metrics` and the `other` scorer's) and results.md (the tables of `metrics`'
-    mode and scorer, and the Average under the other scorer) atomically."""
+    mode and scorer, and the Average under the other scorer) atomically; with `votes` (`vote_metrics`, more than
+    one sample) and `frontier` (`compute_frontier`) also votes.csv, frontier.csv and their tables."""
     out = Path(out)
     with atomic_write(out / "results.csv") as f:
         pd.concat([metrics, other]).to_csv(f, index=False) if other is not None else metrics.to_csv(f, index=False)
@@ -235,6 +238,27 @@ def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes
                   to_markdown(results_table(metrics, "budget")), "",
                   "## Share of answers from which the strict scorer could read an option (%)", "",
                   to_markdown(results_table(metrics, "budget", value="answered")), ""]
+    files = {}
+    if votes is not None and (votes["k"] > 1).any():
+        with atomic_write(out / "votes.csv") as f:
+            votes.to_csv(f, index=False)
+        files["votes"] = str(out / "votes.csv")
+        K = int(votes["samples"].max())
+        parts += [f"## Majority vote over up to {K} samples per question", "",
+                  f"Accuracy in % ± half-width of the 95% interval, {average_label(votes.loc[votes['set'] == 'Average', 'n_sets'])}. "
+                  "vote@1 is the per-sample accuracy (each sample scored alone, mean over the samples); vote@k the "
+                  "accuracy of the majority letter of k samples, averaged over the disjoint blocks of k samples "
+                  "(0..k-1, k..2k-1, ...). Unreadable answers do not vote (they win only when all are unreadable); a "
+                  "tie goes to the earliest sample's letter. Per set: votes.csv.", "", to_markdown(vote_table(votes)), ""]
+    if frontier is not None and len(frontier):
+        with atomic_write(out / "frontier.csv") as f:
+            frontier.to_csv(f, index=False)
+        files["frontier"] = str(out / "frontier.csv")
+        parts += ["## Accuracy against compute: mean tokens per question", "",
+                  "Tokens a standalone run of the cell generates after the prompt (thinking with its Waits, the answer "
+                  "marker, the answer: m1's num_gen_tokens), summed over the k samples of a vote; mean per question, "
+                  f"then over the sets. Accuracy: {average_label(frontier['n_sets'])}, % ± half-width of the 95% "
+                  "interval, chance beside it. Data: frontier.csv.", "", to_markdown(frontier_table(frontier), index=False), ""]
     if other is not None and len(other):
         oa = other[other["set"] == "Average"].sort_values(["budget", "waits"])
         parts += [f"## The same answers under the `{other['scorer'].iloc[0]}` scorer: {average_label(oa['n_sets'])}",
@@ -245,7 +269,189 @@ def write_reports(metrics: pd.DataFrame, out: str | Path, title: str = "", notes
     parts += [*notes]
     with atomic_write(out / "results.md") as f:
         f.write("\n".join(parts).rstrip() + "\n")
-    return {"csv": str(out / "results.csv"), "md": str(out / "results.md")}
+    return {"csv": str(out / "results.csv"), "md": str(out / "results.md"), **files}
+
+# %% ../nbs/11b_metrics.ipynb #74379b66
+VOTES = ("majority",)
+
+
+def vote(letters: Sequence[str | None]) -> str | None:
+    """Majority vote over extracted letters: unreadable answers (None) never win unless all are None; a tie goes
+    to the tied letter of the earliest sample."""
+    counts: dict = {}
+    for x in letters:
+        if x is None or (isinstance(x, float) and x != x):       # None, or NaN from a DataFrame
+            continue
+        counts[x] = counts.get(x, 0) + 1                        # dicts keep first-appearance order
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(x for x, c in counts.items() if c == top)
+
+# %% ../nbs/11b_metrics.ipynb #a9c6d0d9
+def vote_ks(k_max: int) -> list[int]:
+    "Vote sizes 1, 2, 4, ... up to `k_max`, and `k_max` itself."
+    ks = [1 << i for i in range(int(k_max).bit_length()) if 1 << i <= k_max]
+    return ks + ([int(k_max)] if ks and ks[-1] != k_max else [])
+
+# %% ../nbs/11b_metrics.ipynb #6d724d87
+def sample_tokens(df: pd.DataFrame) -> pd.Series:
+    "Tokens one answer generated after its prompt (m1's num_gen_tokens: thinking with Waits, answer marker, answer)."
+    parts = df["thinking_tokens"].astype(float) + df["answer_tokens"].astype(float)
+    if "head_tokens" in df.columns:
+        parts = parts + pd.to_numeric(df["head_tokens"], errors="coerce").fillna(0)
+    if "total_tokens" not in df.columns:
+        return parts
+    return pd.to_numeric(df["total_tokens"], errors="coerce").fillna(parts)
+
+# %% ../nbs/11b_metrics.ipynb #61d22c47
+def _questions(g: pd.DataFrame):
+    "The rows of `g` grouped by question row: set, id, content hash, copy (missing fields of old stores kept)."
+    return g.groupby([g["set"], g["qid"], g["qhash"].astype(str), g["copy"].astype(str)], sort=False, dropna=False)
+
+
+def _vote_scores(g: pd.DataFrame, k: int) -> pd.DataFrame | None:
+    """Per question row of one grid cell: (set, qid, vote@k score = mean over its k-sample blocks, tokens per block,
+    chance). None when a question has fewer than k samples."""
+    g = g.assign(_q=_questions(g).ngroup().to_numpy(), _tok=sample_tokens(g).to_numpy())
+    g = g.sort_values(["_q", "sample"], kind="stable")
+    n = int(np.bincount(g["_q"].to_numpy()).min()) // k          # blocks per question
+    if n == 0:
+        return None
+    g = g[(g.groupby("_q").cumcount() < n * k).to_numpy()]
+    Q = g["_q"].nunique()
+    if k == 1:
+        hit = g["correct"].to_numpy(float).reshape(Q, n)
+    else:
+        preds = g["pred"].to_numpy(object).reshape(Q, n, k)
+        gold = g["gold"].to_numpy(object)[::n * k]
+        hit = np.array([[vote(b) == gl for b in blocks] for blocks, gl in zip(preds, gold)], dtype=float)
+    first = g.iloc[::n * k]
+    return pd.DataFrame({"set": first["set"].to_numpy(), "qid": first["qid"].to_numpy(), "score": hit.mean(1),
+                         "tokens": g["_tok"].to_numpy(float).reshape(Q, n, k).sum(2).mean(1),
+                         "chance": 1 / first["n_options"].to_numpy(float), "blocks": n})
+
+# %% ../nbs/11b_metrics.ipynb #8f14f501
+def _summary(sc: pd.DataFrame, n_boot: int, seed: int, ci: float) -> list[dict]:
+    "Per-set rows and the Average row (acc, lo, hi, chance, mean_tokens, n, n_sets) of per-question scores."
+    q = [(1 - ci) / 2, 1 - (1 - ci) / 2]
+    rows, draws = [], []
+    for name in _set_order(sc["set"].unique()):
+        s = sc[sc["set"] == name]
+        d = _boot(s["score"].to_numpy(float), s["qid"].to_numpy(), n_boot, _set_rng(seed, name))
+        draws.append(d)
+        lo, hi = np.quantile(d, q)
+        rows.append({"set": name, "n": len(s), "n_sets": 1, "acc": s["score"].mean(), "lo": lo, "hi": hi,
+                     "chance": s["chance"].mean(), "mean_tokens": s["tokens"].mean()})
+    m = pd.DataFrame(rows)
+    lo, hi = np.quantile(np.mean(draws, axis=0), q)
+    rows.append({"set": "Average", "n": int(m["n"].sum()), "n_sets": len(m), "acc": m["acc"].mean(), "lo": lo, "hi": hi,
+                 "chance": m["chance"].mean(), "mean_tokens": m["mean_tokens"].mean()})
+    return rows
+
+# %% ../nbs/11b_metrics.ipynb #b6f934d0
+def vote_metrics(df: pd.DataFrame, by: Sequence[str] = ("model", "mode", "budget", "waits"), n_boot: int = 1000,
+                 seed: int = 0, ci: float = 0.95, scorer: str | None = None) -> pd.DataFrame:
+    """Majority-vote accuracy of k = 1, 2, 4, ... samples per question (up to the samples every question of a group
+    has), per set and Average, with bootstrap intervals (questions resampled) and chance."""
+    by = [b for b in by if b not in ("set", "sample")]
+    if bad := [b for b in by if b not in df.columns]:
+        raise ValueError(f"cannot group by {bad}: columns are {list(df.columns)}")
+    if scorer is not None:
+        df = use_scorer(df, scorer)
+    if "sample" not in df.columns:
+        df = df.assign(sample=0)
+    out = []
+    for keys, g in (df.groupby(by, sort=True) if by else [((), df)]):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        K = int(_questions(g).size().min())
+        for k in vote_ks(K):
+            sc = _vote_scores(g, k)
+            out += [{**dict(zip(by, keys)), "k": k, "samples": K, "blocks": int(sc["blocks"].iloc[0]), **r}
+                    for r in _summary(sc, n_boot, seed, ci)]
+    cols = [*by, "k", "set", "samples", "blocks", "n", "n_sets", "acc", "lo", "hi", "chance", "mean_tokens"]
+    res = pd.DataFrame(out, columns=cols)
+    res.insert(len(by), "scorer", df.attrs.get("scorer"))
+    return res
+
+# %% ../nbs/11b_metrics.ipynb #a94c7351
+def vote_table(votes: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    "Average vote accuracy (± CI half-width, %) per vote size (rows) and grid cell (columns), with chance."
+    v = votes[votes["set"] == "Average"]
+    if v.empty:
+        raise ValueError("no vote metrics to tabulate (vote_metrics of an empty selection?)")
+    mode = v["mode"] if "mode" in v.columns else pd.Series("budget", index=v.index)
+    v = v.assign(cell=[cell_label(m, b, w) for m, b, w in zip(mode, v["budget"], v["waits"])])
+    cells = list(dict.fromkeys(v.sort_values(["budget", "waits"])["cell"]))
+    table = {}
+    for k, g in v.groupby("k", sort=True):
+        row = {c: "" for c in cells}
+        for r in g.itertuples():
+            row[r.cell] = _cell(r.acc, r.lo, r.hi, digits)
+        table[f"vote@{k}" + (" (per sample)" if k == 1 else "")] = row
+    out = pd.DataFrame.from_dict(table, orient="index")
+    out["chance"] = f"{100 * v['chance'].iloc[0]:.{digits}f}"
+    out.index.name = f"vote ({average_label(v['n_sets'])})"
+    return out
+
+# %% ../nbs/11b_metrics.ipynb #bb858b74
+FRONTIER_COLUMNS = ["model", "strategy", "label", "mean_tokens", "acc", "lo", "hi", "n", "chance", "k", "budget", "waits",
+                    "mode", "n_sets", "scorer"]
+
+
+def compute_frontier(df: pd.DataFrame, n_boot: int = 1000, seed: int = 42, ci: float = 0.95,
+                     scorer: str | None = None) -> pd.DataFrame:
+    """Accuracy against mean tokens per question for every strategy a store holds (budget sweep, Wait rounds,
+    k-sample votes, baselines): one row per (model, strategy, point), Average over the sets with intervals."""
+    if scorer is not None:
+        df = use_scorer(df, scorer)
+    if "sample" not in df.columns:
+        df = df.assign(sample=0)
+    if "mode" not in df.columns:
+        df = df.assign(mode="budget")
+    out = []
+
+    def point(model, strategy, label, g, k, mode, b, w):
+        sc = _vote_scores(g, k)
+        avg = _summary(sc, n_boot, seed, ci)[-1]
+        out.append({"model": model, "strategy": strategy, "label": label, "mean_tokens": avg["mean_tokens"],
+                    "acc": avg["acc"], "lo": avg["lo"], "hi": avg["hi"], "n": avg["n"], "chance": avg["chance"],
+                    "k": k, "budget": int(b), "waits": int(w), "mode": mode, "n_sets": avg["n_sets"],
+                    "scorer": df.attrs.get("scorer")})
+
+    for model, dm in df.groupby("model", sort=False):
+        for mode, dd in dm.groupby("mode", sort=True):
+            cells = {bw: g for bw, g in dd.groupby(["budget", "waits"], sort=True)}
+            if mode != "budget":
+                for (b, w), g in cells.items():
+                    point(model, mode, f"max {b}", g, 1, mode, b, w)
+                continue
+            for (b, w), g in cells.items():
+                if w == 0:
+                    point(model, "budget sweep", f"b={b}", g, 1, mode, b, w)
+            wbs = sorted({b for b, w in cells if w > 0})
+            for wb in wbs:
+                for (b, w), g in cells.items():
+                    if b == wb:
+                        point(model, "Wait rounds" + (f" (b={wb})" if len(wbs) > 1 else ""), f"w={w}", g, 1, mode, b, w)
+            for (b, w), g in cells.items():
+                K = int(_questions(g).size().min())
+                if w == 0 and K > 1:
+                    for k in vote_ks(K):
+                        point(model, f"vote@K (b={b})", f"K={k} @ b={b}", g, k, mode, b, w)
+    return pd.DataFrame(out, columns=FRONTIER_COLUMNS)
+
+# %% ../nbs/11b_metrics.ipynb #d167cf6b
+def frontier_table(frontier: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    "The compute frontier as a report table: strategy, point, mean tokens per question, accuracy (± CI), chance."
+    f = frontier
+    out = pd.DataFrame({"strategy": f["strategy"], "point": f["label"],
+                        "mean tokens / question": [f"{t:.1f}" for t in f["mean_tokens"]],
+                        "accuracy": [_cell(a, l, h, digits) for a, l, h in zip(f["acc"], f["lo"], f["hi"])],
+                        "chance": [f"{100 * c:.{digits}f}" for c in f["chance"]]})
+    if f["model"].nunique() > 1:
+        out.insert(0, "model", f["model"].to_numpy())
+    return out.reset_index(drop=True)
 
 # %% ../nbs/11b_metrics.ipynb #07ba66bd
 def compare_table(runs: dict, digits: int = 1) -> pd.DataFrame:

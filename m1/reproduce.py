@@ -389,7 +389,8 @@ def install_outputs(files: list[Path], out: str | Path, legacy_ok: bool = False,
         if t.is_dir():
             foreign.append(t)
         elif t.exists() and t.read_bytes() != f.read_bytes():
-            ours = ledger.get(f.name) == _sha(t) if ledger is not None else legacy_ok
+            known = ledger is not None and f.name in ledger      # a file the record does not list: as if no record
+            ours = ledger[f.name] == _sha(t) if known else legacy_ok
             if not ours:
                 foreign.append(t)
     if foreign:
@@ -414,7 +415,7 @@ def figures_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="m1 figures", description="Regenerate the figures and tables of a run.")
     ap.add_argument("--profile", default="tiny", help="whose work dir to read (default tiny)")
     ap.add_argument("--work", default=None, help="work dir (default work/<profile>)")
-    ap.add_argument("--out", default=None, help="output folder (default figures/)")
+    ap.add_argument("--out", default=None, help="output folder (default figures/ for tiny, figures/<profile>/ else)")
     a = ap.parse_args(argv)
     if a.work is None:
         load_profile(a.profile)                         # an unknown profile is named, not its missing work dir
@@ -423,7 +424,8 @@ def figures_main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--work {work}: {'not a folder' if work.exists() else 'no such folder'}; give the work dir "
                          f"of a run (m1 reproduce writes work/<profile>)")
     from m1.figures import figures_dir, make_figures
-    default = figures_dir() if a.out is None else None
+    stem = Path(a.profile).stem                         # tiny: figures/ (the README's); any other: figures/<profile>/
+    default = (figures_dir() if stem == "tiny" else figures_dir() / stem) if a.out is None else None
     out = Path(a.out) if a.out is not None else default
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder: give a folder for the figures")

@@ -22,7 +22,8 @@ from pathlib import Path
 from .core import redact
 
 # %% auto #0
-__all__ = ['XLLAMACPP_PIN', 'free_port', 'Server', 'serve_llamacpp', 'start_server']
+__all__ = ['XLLAMACPP_PIN', 'free_port', 'Server', 'serve_llamacpp', 'resolve_threads', 'resolve_replicas', 'start_server',
+           'start_servers']
 
 # %% ../nbs/01d_serve.ipynb #14ddeeac
 def free_port(host: str = "127.0.0.1") -> int:
@@ -101,7 +102,7 @@ class Server:
 # %% ../nbs/01d_serve.ipynb #748a32b1
 def serve_llamacpp(a: dict) -> None:
     """Run llama.cpp's OpenAI-compatible server (the `xllamacpp` wheel) in this process until it is killed;
-    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads and the served name."""
+    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads, poll and the served name."""
     import xllamacpp as x
     p = x.CommonParams()
     p.model.path = a["gguf"]
@@ -110,9 +111,11 @@ def serve_llamacpp(a: dict) -> None:
     p.n_parallel = a["parallel"]
     p.n_ctx = a["ctx"] * a["parallel"]
     p.cache_prompt = a["prompt_cache"]
-    if a["threads"]:
-        p.cpuparams.n_threads = a["threads"]
-        p.cpuparams_batch.n_threads = a["threads"]
+    for cpu in (p.cpuparams, p.cpuparams_batch):     # decoding, and prompt processing
+        if a["threads"]:
+            cpu.n_threads = a["threads"]
+        if a.get("poll") is not None:
+            cpu.poll = a["poll"]                      # ggml's own thread pool (builds without OpenMP)
     p.model_alias = {a["name"]}
     server = x.Server(p)
     print("m1: llama.cpp server listening on", server.listening_address, flush=True)
@@ -121,6 +124,33 @@ def serve_llamacpp(a: dict) -> None:
 
 # %% ../nbs/01d_serve.ipynb #7662f0f0
 XLLAMACPP_PIN = "xllamacpp==2026.10.11549"
+
+# %% ../nbs/01d_serve.ipynb #5f737d7c
+def resolve_threads(threads: int | str | None, key: str = "server.threads") -> int | None:
+    """CPU threads for a local server: an integer >= 1 as given; "auto": the cores not already busy (cores minus
+    the 1-minute load average, rounded, at least 1); None: the backend's own choice."""
+    if threads is None:
+        return None
+    if threads == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return max(1, min(cores, int(cores - busy + 0.5)))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{key}: expected an integer >= 1, 'auto' (the cores not already busy) or null "
+                         f"(the backend's choice), got {threads!r}")
+    return threads
+
+# %% ../nbs/01d_serve.ipynb #be141c36
+def resolve_replicas(replicas: int | str | None, threads: int | str | None = 1, key: str = "server.replicas") -> int:
+    """Server processes per model: an integer >= 1 as given; "auto" (or None): as many as fit the cores at
+    `threads` each (`resolve_threads`; None: every core), at least 1."""
+    if replicas is None or replicas == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // (resolve_threads(threads) or cores))
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"{key}: expected an integer >= 1 or 'auto' (as many single-threaded processes as "
+                         f"cores), got {replicas!r}")
+    return replicas
 
 # %% ../nbs/01d_serve.ipynb #3bbe3a02
 def _gguf_for(model: str) -> tuple[Path, str]:
@@ -139,16 +169,19 @@ def _gguf_for(model: str) -> tuple[Path, str]:
                      f"model folder llama.cpp can take; got {model!r}. Use backend='transformers' for a hub id.")
 
 
-def _server_command(model: str, backend: str, host: str, port: int, threads: int | None,
-                    parallel: int, ctx: int, prompt_cache: bool = True) -> tuple[list[str], str, str, dict]:
-    """(argv, name the server expects, short name, extra env) for a backend.
-    llama.cpp uses every core by default (1.85x faster than one thread on this idle 2-core machine). Its worker
-    threads spin-wait: on a machine busy with other work, pass `threads=1` (two competing threads ran ~15x slower)."""
+def _server_command(model: str, backend: str, host: str, port: int, threads: int | str | None,
+                    parallel: int, ctx: int, prompt_cache: bool = True, spin: bool = False
+                    ) -> tuple[list[str], str, str, dict]:
+    """(argv, name the server expects, short name, extra env) for a backend. `threads`: see `resolve_threads`
+    (None: llama.cpp every core); `spin=False`: the server's OpenMP threads sleep when they wait (see above)."""
     env: dict[str, str] = {}
+    threads = resolve_threads(threads)
     if threads is None and backend == "xllamacpp":
         threads = os.cpu_count() or 1
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if not spin:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if backend == "transformers":
         from m1.models import REGISTRY, resolve_model
         path = resolve_model(model)
@@ -166,7 +199,7 @@ def _server_command(model: str, backend: str, host: str, port: int, threads: int
             raise ImportError(f"backend 'xllamacpp' needs the xllamacpp wheel: pip install {XLLAMACPP_PIN}")
         gguf, name = _gguf_for(model)
         args = dict(gguf=str(gguf), host=host, port=port, parallel=parallel, ctx=ctx, threads=threads, name=name,
-                    prompt_cache=prompt_cache)
+                    prompt_cache=prompt_cache, poll=None if spin else 0)
         return [sys.executable, "-m", "m1.serve", json.dumps(args)], name, name, env
     raise ValueError(f"unknown server backend {backend!r}: choose 'transformers' or 'xllamacpp'")
 
@@ -178,17 +211,18 @@ def _stop_all() -> None:
 
 # %% ../nbs/01d_serve.ipynb #179b7c26
 def start_server(model: str | None = None, backend: str = "transformers", port: int | None = None,
-                 host: str = "127.0.0.1", timeout: float = 300.0, threads: int | None = None,
+                 host: str = "127.0.0.1", timeout: float = 300.0, threads: int | str | None = 1,
                  parallel: int = 4, ctx: int = 2048, prompt_cache: bool = True,
-                 log_path: str | Path | None = None) -> Server:
+                 log_path: str | Path | None = None, spin: bool = False) -> Server:
     """Start an OpenAI-compatible server for `model` (default: the embedded model) and wait until it answers.
-    `parallel`/`ctx` (slots, context per slot) and `prompt_cache` apply to llama.cpp; `threads` caps the CPU
-    threads. llama.cpp batches concurrent requests, which makes greedy outputs depend (slightly) on what ran
+    `parallel`/`ctx` (slots, context per slot) and `prompt_cache` apply to llama.cpp; `threads` (an integer, "auto":
+    the free cores, None: the backend's choice) and `spin` (False: waiting threads sleep) to the server's threads. llama.cpp batches concurrent requests, which makes greedy outputs depend (slightly) on what ran
     alongside: `parallel=1, prompt_cache=False` gives outputs that do not depend on concurrency or order."""
     from m1.models import DEFAULT_MODEL
     model = model or DEFAULT_MODEL
     port = port or free_port(host)
-    argv, served, name, env = _server_command(model, backend, host, port, threads, parallel, ctx, prompt_cache)
+    argv, served, name, env = _server_command(model, backend, host, port, threads, parallel, ctx, prompt_cache,
+                                              spin)
     if not log_path:
         fd, log_path = tempfile.mkstemp(prefix=f"m1-{backend}-", suffix=".log")
         os.close(fd)                                  # the server process opens the file itself
@@ -215,6 +249,28 @@ def start_server(model: str | None = None, backend: str = "transformers", port: 
         server.stop(grace=3)
         _RUNNING.discard(server)
         raise
+
+# %% ../nbs/01d_serve.ipynb #49927890
+def start_servers(model: str | None = None, replicas: int | str | None = 1, threads: int | str | None = 1,
+                  **kw) -> list[Server]:
+    """`resolve_replicas(replicas, threads)` servers of `model` (each with `threads`; other keywords as
+    `start_server`), started in parallel on distinct ports."""
+    from concurrent.futures import ThreadPoolExecutor
+    n = resolve_replicas(replicas, threads)
+    host = kw.pop("host", "127.0.0.1")
+    with contextlib.ExitStack() as held:                      # n distinct free ports, held until all are chosen
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind((host, 0))
+        ports = [s.getsockname()[1] for s in socks]
+    with ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(start_server, model, port=p, host=host, threads=threads, **kw) for p in ports]
+    ok = [f.result() for f in futs if f.exception() is None]
+    if len(ok) < n:
+        for s in ok:
+            s.stop(grace=3)
+        raise next(f.exception() for f in futs if f.exception() is not None)
+    return ok
 
 # %% ../nbs/01d_serve.ipynb #d764e05c
 #| eval: false

@@ -328,14 +328,25 @@ def train_sft(ds, cfg: dict, out_dir: str | Path) -> Path:
     return out_dir
 
 # %% ../nbs/09_sft.ipynb #71364cba
-def generate_text(model, tok, prompt: str, max_new_tokens: int = 64) -> str:
-    "Greedy continuation of a rendered prompt, special tokens kept, stopping at `<|im_end|>`."
+def generate_text(model, tok, prompt: str | list[str], max_new_tokens: int = 64) -> str | list[str]:
+    """Greedy continuation of a rendered prompt, special tokens kept, stopping at `<|im_end|>`. A list of prompts
+    is decoded as one left-padded batch and gives a list of texts."""
     import torch
-    enc = tok(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    eos = tok.convert_tokens_to_ids(IM_END)
+    pad = eos if tok.pad_token_id is None else tok.pad_token_id
+    n = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (n - len(x)) + x for x in ids], device=model.device)
+    mask = torch.tensor([[0] * (n - len(x)) + [1] * len(x) for x in ids], device=model.device)
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tok.convert_tokens_to_ids(IM_END), pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=pad)
+    texts = []
+    for row in out[:, n:].tolist():
+        row = row[:row.index(eos) + 1] if eos in row else row         # a finished row is padded after its end
+        texts.append(tok.decode(row, skip_special_tokens=False))
+    return texts[0] if isinstance(prompt, str) else texts
 
 # %% ../nbs/09_sft.ipynb #11c75f9f
 def think_format_ok(text: str) -> bool:

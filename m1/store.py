@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -18,9 +19,9 @@ from .core import JsonlStore, code_version, read_json, stable_hash
 from .grade import grade
 
 # %% auto #0
-__all__ = ['MODES', 'STORE_FORMAT', 'RESULT_COLUMNS', 'check_choice', 'StoreConfigError', 'model_fingerprint', 'run_config',
-           'question_hash', 'question_keys', 'record_key', 'is_results_store', 'ResultsStore', 'score_answer',
-           'make_record', 'use_scorer', 'rescore', 'load_results']
+__all__ = ['MODES', 'STORE_FORMAT', 'RESULT_COLUMNS', 'check_choice', 'StoreConfigError', 'model_fingerprint', 'decoding',
+           'run_config', 'question_hash', 'question_keys', 'record_key', 'is_results_store', 'ResultsStore',
+           'score_answer', 'make_record', 'use_scorer', 'rescore', 'load_results']
 
 # %% ../nbs/11a_store.ipynb #a6d361bc
 MODES = ("budget", "plain", "cot")
@@ -58,16 +59,30 @@ def model_fingerprint(model: str | os.PathLike | None) -> str | None:
                     h.update(fh.read())
     return h.hexdigest()[:16]
 
+# %% ../nbs/11a_store.ipynb #7c928c46
+def decoding(temperature: float = 0.0, top_p: float = 1.0) -> str | dict:
+    "The store's record of how answers are decoded: 'greedy' at temperature 0, else temperature, top-p, seed rule."
+    t, p = temperature, top_p
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise ValueError(f"temperature (--temperature, eval.temperature) must be a number >= 0 (0 = greedy), got {t!r}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise ValueError(f"top_p (--top-p, eval.top_p) must be a number in (0, 1], got {p!r}")
+    if t == 0:
+        return "greedy"
+    return {"temperature": float(t), "top_p": float(p), "sample_seed": "sample 0: the seed; k>0: blake2b(('sample', seed, k))"}
+
 # %% ../nbs/11a_store.ipynb #44d0583d
 def run_config(model: str, backend: str = "transformers", answer_tokens: int = 1024, seed: int = 42,
                instruction: str = "suffix", fingerprint: str | None = None, min_thinking: int = 0,
-               wait_spacing: str = "m1") -> dict:
-    "The configuration a results store is keyed by (everything that changes a generated answer but the grid)."
+               wait_spacing: str = "m1", temperature: float = 0.0, top_p: float = 1.0, quantize: str = "none") -> dict:
+    """The configuration a results store is keyed by (everything that changes a generated answer but the grid).
+    `quantize` (the in-process engine's weights) is recorded only when it is not fp32, so fp32 stores keep their key."""
     from m1.core import ANSWER_FORCED, ANSWER_START, THINK_START, WAIT
     return {"format": STORE_FORMAT, "model": str(model), "model_fingerprint": fingerprint, "backend": backend,
             "answer_tokens": int(answer_tokens), "min_thinking": int(min_thinking), "seed": int(seed),
-            "instruction": instruction, "wait_spacing": wait_spacing, "decoding": "greedy",
-            "think": [THINK_START, ANSWER_START, ANSWER_FORCED, WAIT]}
+            "instruction": instruction, "wait_spacing": wait_spacing, "decoding": decoding(temperature, top_p),
+            "think": [THINK_START, ANSWER_START, ANSWER_FORCED, WAIT],
+            **({"quantize": quantize} if quantize not in (None, "none") else {})}
 
 # %% ../nbs/11a_store.ipynb #bcb7112b
 def question_hash(row: dict) -> str:
@@ -86,11 +101,13 @@ def question_keys(ds) -> list[tuple[str, str, int]]:
     return out
 
 # %% ../nbs/11a_store.ipynb #b7ac7136
-def record_key(config_hash: str, set_name: str, qkey: tuple, budget: int, waits: int, mode: str = "budget") -> str:
-    "The store key of one answer: configuration, set, question content (id, hash, copy), budget, Waits, mode."
+def record_key(config_hash: str, set_name: str, qkey: tuple, budget: int, waits: int, mode: str = "budget",
+               sample: int = 0) -> str:
+    """The store key of one answer: configuration, set, question content (id, hash, copy), budget, Waits, mode, and
+    the sample index when it is above 0 (sample 0 keeps the key of a one-sample run)."""
     qid, qhash, copy = qkey
     copy = copy if isinstance(copy, str) else int(copy)
-    return stable_hash([config_hash, set_name, qid, qhash, copy, int(budget), int(waits), mode])
+    return stable_hash([config_hash, set_name, qid, qhash, copy, int(budget), int(waits), mode] + ([int(sample)] if sample else []))
 
 # %% ../nbs/11a_store.ipynb #bcecd530
 _HEADER_START = '{"kind": "header"'
@@ -209,6 +226,7 @@ class ResultsStore:
 
 # %% ../nbs/11a_store.ipynb #55bc70c8
 RESULT_COLUMNS = ["key", "config", "set", "qid", "qhash", "copy", "row", "model", "mode", "cell", "budget", "waits",
+                  "sample",
                   "seed", "thinking_tokens", "answer_tokens", "waits_used", "stopped", "answer_stop", "continuation",
                   "newline_added", "head_tokens", "total_tokens",
                   "answer_text", "gold", "n_options", "match", "pred_strict", "correct_strict", "method_strict",
@@ -230,16 +248,16 @@ def score_answer(text: str, options: Sequence[str], gold: str, match: str = "las
 # %% ../nbs/11a_store.ipynb #19c5c41b
 def make_record(res, row: dict, *, set_name: str, row_idx: int, budget: int, waits: int, config: dict,
                 config_hash: str, mode: str = "budget", keep_thinking: bool = True, copy: int | None = None,
-                cell: str | None = None, match: str = "last") -> dict:
+                cell: str | None = None, match: str = "last", sample: int = 0) -> dict:
     """Score one result (budget forcing or a direct answer) against its question and build its store record.
     `copy`: which copy of an identical question this row is (see `question_keys`); without it the row index
-    keeps copies apart."""
+    keeps copies apart. `sample`: which sample of the question (0 for a one-sample run)."""
     answer = _get(res, "answer") or ""
     qkey = (row["id"], question_hash(row), copy if copy is not None else f"row {int(row_idx)}")
-    return {"kind": "result", "key": record_key(config_hash, set_name, qkey, budget, waits, mode),
+    return {"kind": "result", "key": record_key(config_hash, set_name, qkey, budget, waits, mode, sample),
             "config": config_hash, "set": set_name, "qid": row["id"], "qhash": qkey[1], "copy": qkey[2],
             "row": int(row_idx), "model": config["model"], "mode": mode, "cell": cell, "budget": int(budget),
-            "waits": int(waits), "seed": config["seed"], "thinking_tokens": int(_get(res, "thinking_tokens", 0) or 0),
+            "waits": int(waits), "sample": int(sample), "seed": config["seed"], "thinking_tokens": int(_get(res, "thinking_tokens", 0) or 0),
             "answer_tokens": int(_get(res, "answer_tokens", 0) or 0), "waits_used": int(_get(res, "waits_used", 0) or 0),
             "stopped": _get(res, "stopped"), "answer_stop": _get(res, "answer_stop"),
             "continuation": _get(res, "continuation"), "newline_added": _get(res, "newline_added"),
@@ -294,9 +312,10 @@ def load_results(path: str | Path, with_thinking: bool = False, scorer: str | No
         rows = [{**r, "cell": r.get("mode"), "mode": "budget", "pred_strict": r.get("pred"),
                  "correct_strict": r.get("correct"), "method_strict": r.get("method")} for r in rows]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS).drop_duplicates("key", keep="first")
+    df["sample"] = df["sample"].fillna(0)                      # records from before samples: sample 0
     if not with_thinking:
         df = df.drop(columns=["thinking"])
-    df = df.astype({"row": int, "budget": int, "waits": int, "thinking_tokens": int, "answer_tokens": int,
+    df = df.astype({"row": int, "budget": int, "waits": int, "sample": int, "thinking_tokens": int, "answer_tokens": int,
                     "waits_used": int, "n_options": int, "correct_strict": bool}).reset_index(drop=True)
     for s in SCORERS:
         df[f"pred_{s}"] = df[f"pred_{s}"].astype(object).where(df[f"pred_{s}"].notna(), None)

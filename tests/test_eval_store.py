@@ -133,6 +133,15 @@ BAD = [  # (argv, the text the one error line must hold)
     (["--base-url", "http://127.0.0.1:9/v1", "--model", "smollm2-135m-instruct", "--sets",
       "{fix}/cardiology_text.json", "--budgets", "4"], "http://127.0.0.1:9/v1"),          # a server that is down
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--samples", "2"], "--samples 2 (eval.samples) at temperature 0 (--temperature, eval.temperature)"),
+    (["--samples", "4", "--temperature", "0"], "greedy decoding makes every sample the same"),
+    (["--samples", "0"], "--samples must be an integer >= 1, got 0"),
+    (["--samples", "two"], "argument --samples: invalid int value: 'two'"),
+    (["--temperature", "-0.5"], "temperature (--temperature, eval.temperature) must be a number >= 0"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--top-p", "0"], "top_p (--top-p, eval.top_p) must be a number in (0, 1], got 0.0"),
+    (["--top-p", "1.5", "--temperature", "0.7"], "--top-p"),
+    (["--vote", "mean"], "argument --vote: invalid choice: 'mean'"),
 ]
 
 

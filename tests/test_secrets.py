@@ -9,6 +9,7 @@ key, so a run that never sent it cannot pass by accident.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -46,32 +47,62 @@ def assert_no_key(p: subprocess.CompletedProcess, d: Path, key: str = KEY) -> No
     assert not hits, f"the key was written to {hits}"
 
 
-def test_eval_base_url(tmp_path):
-    with LeakyServer(n500=1) as ls:
-        p = _run([M1, "eval", "--base-url", ls.base_url, "--model", "smollm2-135m-instruct", "--sets", "MedQA_USLME_test",
-                  "--limit", "1", "--budgets", "16", "--waits", "0", "--out", str(tmp_path / "out"), "--no-progress"],
-                 tmp_path, _env(tmp_path, M1_API_KEY=KEY))
+def _argv_eval(url: str, d: Path) -> list[str]:
+    return [M1, "eval", "--base-url", url, "--model", "smollm2-135m-instruct", "--sets", "MedQA_USLME_test",
+            "--limit", "1", "--budgets", "16", "--waits", "0", "--out", str(d / "out"), "--no-progress"]
+
+
+def _argv_ask(url: str, d: Path) -> list[str]:
+    return [M1, "ask", Q, "--url", url, "--model", "smollm2-135m-instruct", "--budget", "8"]
+
+
+# name: (the LeakyServer's number of 500s before its 401s, the command, the key's variable)
+CLI_RUNS = {"eval_base_url": (1, _argv_eval, "M1_API_KEY"), "ask_url": (1, _argv_ask, "M1_API_KEY"),
+            "openai_key_to_loopback": (0, _argv_ask, "OPENAI_API_KEY")}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory) -> dict:
+    """The one-command runs of `CLI_RUNS`, each against its own LeakyServer in its own folder, started together:
+    each is mostly interpreter and tokenizer start-up, so they overlap instead of queueing.
+    Returns {name: (CompletedProcess, folder, LeakyServer)}."""
+    out, running = {}, {}
+    with contextlib.ExitStack() as stack:
+        for name, (n500, argv, key_var) in CLI_RUNS.items():
+            d = tmp_path_factory.mktemp(name)
+            ls = stack.enter_context(LeakyServer(n500=n500))
+            running[name] = (d, ls, subprocess.Popen(argv(ls.base_url, d), cwd=d, env=_env(d, **{key_var: KEY}),
+                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                     stdin=subprocess.DEVNULL))
+        for name, (d, ls, proc) in running.items():
+            try:
+                stdout, stderr = proc.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            out[name] = (subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), d, ls)
+    return out
+
+
+def test_eval_base_url(cli_runs):
+    p, d, ls = cli_runs["eval_base_url"]
     assert f"Bearer {KEY}" in ls.seen, ls.seen
     assert p.returncode == 2 and "401" in p.stderr, p.stderr[-2000:]
-    assert_no_key(p, tmp_path)
+    assert_no_key(p, d)
 
 
-def test_ask_url(tmp_path):
-    with LeakyServer(n500=1) as ls:
-        p = _run([M1, "ask", Q, "--url", ls.base_url, "--model", "smollm2-135m-instruct", "--budget", "8"],
-                 tmp_path, _env(tmp_path, M1_API_KEY=KEY))
+def test_ask_url(cli_runs):
+    p, d, ls = cli_runs["ask_url"]
     assert f"Bearer {KEY}" in ls.seen, ls.seen
     assert p.returncode == 2 and "401" in p.stderr, p.stderr[-2000:]
-    assert_no_key(p, tmp_path)
+    assert_no_key(p, d)
 
 
-def test_openai_key_never_goes_to_loopback(tmp_path):
+def test_openai_key_never_goes_to_loopback(cli_runs):
     "One policy for both clients: OPENAI_API_KEY is not sent to a server on this machine."
-    with LeakyServer(n500=0) as ls:
-        p = _run([M1, "ask", Q, "--url", ls.base_url, "--model", "smollm2-135m-instruct", "--budget", "8"],
-                 tmp_path, _env(tmp_path, OPENAI_API_KEY=KEY))
+    p, d, ls = cli_runs["openai_key_to_loopback"]
     assert ls.seen and set(ls.seen) == {"Bearer EMPTY"}, ls.seen
-    assert_no_key(p, tmp_path)
+    assert_no_key(p, d)
 
 
 def test_distill_stage_in_reproduce(tmp_path):

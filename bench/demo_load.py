@@ -1,0 +1,217 @@
+"""Benchmark: is `make demo` steady under load, and which llama.cpp settings make it so.
+
+Speed is measured only as ratios within one run, with the machine's 1-minute load average recorded beside
+every time: the same work runs idle (whatever else the machine is doing) and then with ONE core kept busy by a
+background process (`python -c 'while True: pass'`), and "ratio" is busy seconds / idle seconds.
+
+`--servers`: the llama.cpp server settings. For each setting a real llama.cpp server (the `xllamacpp` wheel, the
+embedded SmolLM2-135M Q4_1 GGUF, one slot, no prompt cache: the distill stage's server) answers the same fixed
+requests: m1's distillation prompt on the first `--questions` demo questions, greedy, `--tokens` new tokens,
+4 in flight (the distill stage's client). Settings (`m1.serve.start_server` keywords):
+
+* `old`: every core, llama.cpp's waiting (libgomp spins ~300k times at each barrier): what m1 ran before;
+* `new`: `threads="auto"` (the cores not already busy) and `spin=False` (`OMP_WAIT_POLICY=PASSIVE`): the defaults;
+* `all-cores-sleep`: every core, `spin=False`: the waiting alone;
+* `one-thread`: one thread (no barriers at all).
+
+A run that does not finish within `--deadline` seconds is reported with the requests it finished (a collapse).
+`same_texts` says whether every setting returned exactly the same answers (thread count and waiting must
+never change an output).
+
+`--demo` (the default): `m1 reproduce --profile tiny` in a fresh work dir, with a fresh `M1_CACHE`, `M1_RUNS`
+and `M1_FIGURES` in a temporary folder (so nothing of the checkout is read from a warm cache or overwritten),
+idle and then with one core busy. Per-stage seconds come from the run's `timings.json` (what `m1 reproduce`
+writes; kernel start, imports and server start-up are inside each stage's time), plus the total wall time
+including the `m1` process start. `--until STAGE` runs a cheaper prefix of the pipeline.
+
+    python bench/demo_load.py --servers --quick      # ~2 min at low load
+    python bench/demo_load.py --demo --until distill # merge, dedup, distill, idle and busy
+    python bench/demo_load.py --demo                 # the full demo twice (~20 min idle)
+
+Writes (merging into) `bench/results/demo_load.json`: key `servers` and/or `demo`. SmolLM2-135M is at chance on
+medical questions: this measures the machinery's speed, not medicine.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "results" / "demo_load.json"
+SETTINGS = {   # name -> start_server keywords
+    "old": dict(threads=None, spin=True),
+    "new": dict(threads="auto", spin=False),
+    "all-cores-sleep": dict(threads=None, spin=False),
+    "one-thread": dict(threads=1, spin=False),
+}
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+class BusyCore:
+    "One core kept busy by a child process for the duration of a `with` block."
+    def __enter__(self):
+        self.p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait()
+
+
+def ask_all(srv, msgs: list, tokens: int, deadline: float, concurrency: int = 4) -> dict:
+    "Send every request (greedy, `tokens` new tokens), `concurrency` in flight; stop waiting after `deadline` s."
+    import urllib.request
+
+    def one(m):
+        body = json.dumps({"model": srv.model, "messages": m, "max_tokens": tokens, "temperature": 0.0,
+                           "seed": 0}).encode()
+        req = urllib.request.Request(srv.base_url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=deadline + 60) as r:
+            return json.loads(r.read())
+
+    t0, la0 = time.time(), load()
+    ex = cf.ThreadPoolExecutor(concurrency)
+    futs = [ex.submit(one, m) for m in msgs]
+    done, _ = cf.wait(futs, timeout=deadline)
+    secs = time.time() - t0
+    ex.shutdown(wait=False, cancel_futures=True)
+    res = [f.result() for f in futs if f in done and f.exception() is None]
+    toks = sum(r["usage"]["completion_tokens"] for r in res)
+    return {"seconds": round(secs, 2), "finished": len(res), "requests": len(msgs), "tokens": toks,
+            "tok_s": round(toks / secs, 2), "load_before": la0, "load_after": load(),
+            "texts": [r["choices"][0]["message"]["content"] for r in res] if len(res) == len(msgs) else None}
+
+
+def servers(questions: int, tokens: int, deadline: float, rounds: int, names: list[str]) -> dict:
+    "Each setting idle and with one busy core, settings interleaved, `rounds` times."
+    from m1.data import load_demo, render_prompt
+    from m1.serve import resolve_threads, start_server
+    msgs = [[{"role": "user", "content": render_prompt(r, "prefix")}] for r in load_demo(limit=questions)]
+    runs, texts = [], {}
+    for rnd in range(rounds):
+        for name in names:
+            kw = SETTINGS[name]
+            threads = resolve_threads(kw["threads"])      # what "auto" gives at this moment
+            with start_server(backend="xllamacpp", parallel=1, prompt_cache=False, ctx=1024, **kw) as srv:
+                ask_all(srv, msgs[:2], 4, deadline)       # warm-up
+                for cond in ("idle", "busy"):
+                    if cond == "busy":
+                        with BusyCore():
+                            r = ask_all(srv, msgs, tokens, deadline)
+                    else:
+                        r = ask_all(srv, msgs, tokens, deadline)
+                    t = r.pop("texts")
+                    if t is not None:
+                        texts.setdefault(name, t)
+                        r["same_texts_as_first"] = t == next(iter(texts.values()))
+                    runs.append({"round": rnd, "setting": name, "threads": threads or os.cpu_count(),
+                                 "spin": kw["spin"], "condition": cond, **r})
+                    print(json.dumps(runs[-1]), flush=True)
+    summary = {}
+    for name in names:
+        mine = [r for r in runs if r["setting"] == name]
+        idle = [r for r in mine if r["condition"] == "idle"]
+        busy = [r for r in mine if r["condition"] == "busy"]
+        summary[name] = {
+            "idle_seconds": [r["seconds"] for r in idle], "busy_seconds": [r["seconds"] for r in busy],
+            "idle_tok_s": [r["tok_s"] for r in idle], "busy_tok_s": [r["tok_s"] for r in busy],
+            "unfinished_runs": sum(r["finished"] < r["requests"] for r in mine),
+            "ratio_busy_idle": [round(b["seconds"] / i["seconds"], 2) for i, b in zip(idle, busy)],
+            "load": [r["load_before"] for r in mine]}
+    return {"questions": questions, "tokens": tokens, "deadline_seconds": deadline, "rounds": rounds,
+            "cores": os.cpu_count(), "settings": {n: SETTINGS[n] for n in names}, "summary": summary,
+            "same_texts": len({json.dumps(t) for t in texts.values()}) == 1 if texts else None,
+            "settings_with_all_texts": sorted(texts), "runs": runs}
+
+
+def reproduce_once(until: str | None, busy: bool, keep: Path | None) -> dict:
+    "`m1 reproduce --profile tiny` in fresh folders (work, M1_CACHE, M1_RUNS, M1_FIGURES); per-stage seconds."
+    tmp = Path(tempfile.mkdtemp(prefix="m1-demo-load-", dir=keep))
+    env = {**os.environ, "M1_CACHE": str(tmp / "cache"), "M1_RUNS": str(tmp / "runs"),
+           "M1_FIGURES": str(tmp / "figures")}
+    exe = Path(sys.executable).parent / "m1"
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "m1.cli"]),
+           "reproduce", "--profile", "tiny", "--work", str(tmp / "work"), "--run-id", "demo"]
+    if until:
+        cmd += ["--until", until]
+    la0, t0 = load(), time.time()
+    if busy:
+        with BusyCore():
+            p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    else:
+        p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - t0
+    if p.returncode:
+        raise SystemExit(f"m1 reproduce failed (exit {p.returncode}); folder {tmp}:\n{p.stderr[-3000:]}")
+    timings = json.loads((tmp / "runs" / "demo" / "timings.json").read_text())
+    return {"condition": "busy" if busy else "idle", "wall_seconds": round(wall, 1),
+            "reproduce_seconds": timings["total_seconds"],
+            "stages": {s: t["seconds"] for s, t in timings["stages"].items()},
+            "load_before": la0, "load_after": load(), "folder": str(tmp)}
+
+
+def demo(until: str | None, keep: Path | None) -> dict:
+    runs = []
+    for busy in (False, True):
+        runs.append(reproduce_once(until, busy, keep))
+        print(json.dumps(runs[-1]), flush=True)
+    idle, busy = runs
+    return {"command": "m1 reproduce --profile tiny" + (f" --until {until}" if until else ""), "until": until,
+            "cores": os.cpu_count(), "runs": runs,
+            "ratio_busy_idle": round(busy["wall_seconds"] / idle["wall_seconds"], 2),
+            "stage_ratios": {s: round(busy["stages"][s] / idle["stages"][s], 2) for s in idle["stages"]
+                             if idle["stages"][s]},
+            "idle_under_8_min": idle["wall_seconds"] < 480 if until is None else None,
+            "busy_within_1_3x": busy["wall_seconds"] <= 1.3 * idle["wall_seconds"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", action="store_true", help="measure the llama.cpp server settings")
+    ap.add_argument("--demo", action="store_true", help="run m1 reproduce --profile tiny idle and busy (default)")
+    ap.add_argument("--until", default=None, help="--demo: stop after this stage (a cheaper run)")
+    ap.add_argument("--quick", action="store_true", help="--servers: 6 questions, 24 tokens, one round")
+    ap.add_argument("--questions", type=int, default=12)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--deadline", type=float, default=120.0, help="--servers: seconds before a run counts as collapsed")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"--servers: comma-separated, of {list(SETTINGS)}")
+    ap.add_argument("--keep", default=None, help="--demo: parent folder for the run folders (default: the temp dir)")
+    ap.add_argument("--out", default=str(OUT))
+    a = ap.parse_args(argv)
+    names = [n.strip() for n in a.settings.split(",") if n.strip()]
+    if bad := [n for n in names if n not in SETTINGS]:
+        raise SystemExit(f"--settings: unknown {bad}; choose from {list(SETTINGS)}")
+    if a.quick:
+        a.questions, a.tokens, a.rounds = 6, 24, 1
+    out = Path(a.out)
+    result = json.loads(out.read_text()) if out.exists() else {}
+    t0 = time.time()
+    if a.servers:
+        result["servers"] = {**servers(a.questions, a.tokens, a.deadline, a.rounds, names),
+                             "command": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:]),
+                             "seconds": round(time.time() - t0, 1)}
+    if a.demo or not a.servers:
+        result["demo"] = {**demo(a.until, Path(a.keep) if a.keep else None),
+                          "command_line": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
