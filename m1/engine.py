@@ -11,23 +11,49 @@ from typing import Sequence
 from .backend import Backend, Continuation, row_seed
 
 # %% auto #0
-__all__ = ['QUANTIZE', 'set_threads', 'PrefixCache', 'quantize_int8', 'TransformersBackend', 'make_backend']
+__all__ = ['QUANTIZE', 'busy_cores', 'set_threads', 'PrefixCache', 'quantize_int8', 'TransformersBackend', 'make_backend']
 
 # %% ../nbs/10a_engine.ipynb #a2c3cf84
+def busy_cores(samples: int = 5, every: float = 0.004) -> float:
+    """Cores that other processes keep busy right now: runnable tasks of the machine (`/proc/loadavg`) minus this
+    process's own running threads, the median of a few samples; where /proc is missing, the 1-minute load
+    average. Instantaneous on purpose: the load average lags by a minute and counts this process's own threads."""
+    import time
+    try:
+        vals = []
+        for k in range(samples):
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            own = 0
+            for t in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{t}/stat") as f:
+                        own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+                except OSError:
+                    pass
+            vals.append(max(0, running - max(own, 1)))
+            if k + 1 < samples:
+                time.sleep(every)
+        return float(sorted(vals)[len(vals) // 2])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def set_threads(threads: int | str | None = "auto") -> int:
-    """Set torch's intra-op threads: an int, None (leave torch's choice) or "auto": the cores not already busy
-    (1-minute load average of the machine), at least 1. On a shared machine this matters a lot: OpenMP threads
-    that compete with other processes for the same cores spin and wait, and two threads on two busy cores can be
-    several times slower than one."""
+    """Set torch's intra-op threads: an int, None (leave torch's choice) or "auto": the cores not busy with other
+    processes right now (`busy_cores`), at least 1. On a shared machine this matters a lot: OpenMP threads that
+    compete with other processes for the same cores spin and wait; with one of two cores busy, two threads decoded
+    at 42 tok/s where one thread decoded 78 (bench/throughput.py's engine, measured)."""
     import torch
     if threads is None:
         return torch.get_num_threads()
     if threads == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        threads = max(1, min(cores, int(cores - busy + 0.5)))
-    torch.set_num_threads(int(threads))
+        threads = max(1, min(cores, int(cores - busy_cores() + 0.5)))
+    if torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
     return int(threads)
+
 
 # %% ../nbs/10a_engine.ipynb #fee15a72
 class PrefixCache:
@@ -212,12 +238,15 @@ class TransformersBackend(Backend):
         self.tok = tok
         self.batch_size, self.temperature, self.top_p, self.progress = batch_size, float(temperature), float(top_p), progress
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.threads_setting = threads
         self.threads = set_threads(threads)
         self.prefix = PrefixCache(prefix_cache_mb)
         self.prefilled_tokens = 0      # tokens actually run through prefill (not found in the prefix cache)
 
     def _continue(self, seqs, max_new, stop, min_new, seed, desc):
         stop_ids = self.stop_ids(stop)
+        if self.threads_setting == "auto":
+            self.threads = set_threads("auto")               # the cores free now, not when the backend was built
         hits = [self.prefix.lookup(s) if m > 0 else (0, None) for s, m in zip(seqs, max_new)]
         order = sorted(range(len(seqs)), key=lambda i: -(len(seqs[i]) - hits[i][0]))
         out: list[Continuation | None] = [None] * len(seqs)
