@@ -461,7 +461,8 @@ def _check_install(out: Path, legacy_ok: bool) -> None:
     ledger = read_json(out / LEDGER) if (out / LEDGER).is_file() else None
     for name in ("ablation.md", "ablation.csv"):
         t = out / name
-        if t.is_dir() or (t.exists() and not (ledger.get(name) == _sha(t) if isinstance(ledger, dict) else legacy_ok)):
+        known = isinstance(ledger, dict) and name in ledger     # as install_outputs: unlisted = as if no record
+        if t.is_dir() or (t.exists() and not (ledger[name] == _sha(t) if known else legacy_ok)):
             raise ValueError(f"{t} was not written by m1 (or was changed since): move it away, give another --out "
                              "or --no-install; nothing was written")
 

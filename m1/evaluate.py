@@ -206,7 +206,8 @@ EVAL_BACKENDS = ("transformers", "server")
 
 # %% ../nbs/11_eval.ipynb #a8b3c904
 def serve_model(P, model: str, ctx: int, log=print):
-    "A loopback server of the profile's `server.backend` for `model`, sized for `ctx` tokens per request."
+    """A loopback server of the profile's `server.backend` for `model`, sized for `ctx` tokens per request: one process
+    (`server.replicas` spreads distill's and domains' requests; eval's budget-forcing rounds go to one server)."""
     S = P.server
     kind = S.get("backend")
     if kind not in ("xllamacpp", "transformers"):
@@ -216,7 +217,8 @@ def serve_model(P, model: str, ctx: int, log=print):
     from m1.serve import start_server        # llama.cpp gets a model folder as a GGUF written once (cached)
     log(f"starting a {kind} server for {model} ...")
     return start_server(str(model), backend=kind, threads=S.get("threads"), parallel=int(S.get("parallel") or 1), ctx=ctx,
-                        prompt_cache=bool(S.get("prompt_cache")), timeout=S.get("startup_timeout", 300))
+                        prompt_cache=bool(S.get("prompt_cache")), timeout=S.get("startup_timeout", 300),
+                        spin=bool(S.get("spin", False)))
 
 # %% ../nbs/11_eval.ipynb #0084d4cb
 def default_model(P) -> str:
