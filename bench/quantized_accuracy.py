@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
         "answered_fp32": round(sum(r.pred is not None for r in f) / n, 4),
         "answered_int8": round(sum(r.pred is not None for r in i) / n, 4),
         "chance": round(sum(1 / len(r["options"]) for r in rows) / n, 4),
-        "seconds": secs, "load_avg_start": [round(x, 2) for x in load0],
+        "seconds": secs, "load_avg_start": [round(x, 2) for x in load0], "loaded": load0[0] > 1.5,
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "mode": "quick" if a.quick else "full",
         "command": "python bench/quantized_accuracy.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
