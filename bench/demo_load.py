@@ -9,14 +9,23 @@ embedded SmolLM2-135M Q4_1 GGUF, one slot, no prompt cache: the distill stage's 
 requests: m1's distillation prompt on the first `--questions` demo questions, greedy, `--tokens` new tokens,
 4 in flight (the distill stage's client). Settings (`m1.serve.start_server` keywords):
 
-* `old`: every core, llama.cpp's waiting (libgomp spins ~300k times at each barrier): what m1 ran before;
-* `new`: `threads="auto"` (the cores not already busy) and `spin=False` (`OMP_WAIT_POLICY=PASSIVE`): the defaults;
-* `all-cores-sleep`: every core, `spin=False`: the waiting alone;
-* `one-thread`: one thread (no barriers at all).
+* `old`: one process on every core, llama.cpp's waiting (libgomp spins ~300k times at each barrier): what the
+  project ran before;
+* `new`: `replicas="auto"` single-threaded processes (one per core), `spin=False`: the profiles' settings;
+* `all-cores-sleep`: one process on every core, `spin=False` (`OMP_WAIT_POLICY=PASSIVE`): the waiting alone;
+* `one-thread`: one single-threaded process (no barriers at all).
+
+Requests are spread over a setting's processes as `m1.client.ChatClient` does (request i to process i mod n).
 
 A run that does not finish within `--deadline` seconds is reported with the requests it finished (a collapse).
 `same_texts` says whether every setting returned exactly the same answers (thread count and waiting must
 never change an output).
+
+`--invariance`: does a cached prompt prefix change the answer? One single-threaded llama.cpp server with a prompt
+cache, flash attention on and off, asked for the first-token log-probabilities (top 5) of the domain classifier's
+prompt (m1's rubric first, ~4,100 tokens) for a demo question: computed whole (nothing cached), after another
+question (the rubric cached, the question computed as a batch), and again (all but the last token cached).
+`whole_equals_cached_rubric` true means the label cannot depend on the order of the requests.
 
 `--demo` (the default): `m1 reproduce --profile tiny` in a fresh work dir, with a fresh `M1_CACHE`, `M1_RUNS`
 and `M1_FIGURES` in a temporary folder (so nothing of the checkout is read from a warm cache or overwritten),
@@ -37,6 +46,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,11 +55,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "demo_load.json"
-SETTINGS = {   # name -> start_server keywords
-    "old": dict(threads=None, spin=True),
-    "new": dict(threads="auto", spin=False),
-    "all-cores-sleep": dict(threads=None, spin=False),
-    "one-thread": dict(threads=1, spin=False),
+SETTINGS = {   # name -> start_servers keywords
+    "old": dict(threads=None, spin=True, replicas=1),
+    "new": dict(threads=1, spin=False, replicas="auto"),
+    "all-cores-sleep": dict(threads=None, spin=False, replicas=1),
+    "one-thread": dict(threads=1, spin=False, replicas=1),
 }
 
 
@@ -69,11 +79,12 @@ class BusyCore:
         self.p.wait()
 
 
-def ask_all(srv, msgs: list, tokens: int, deadline: float, concurrency: int = 4) -> dict:
-    "Send every request (greedy, `tokens` new tokens), `concurrency` in flight; stop waiting after `deadline` s."
+def ask_all(srvs: list, msgs: list, tokens: int, deadline: float, concurrency: int = 4) -> dict:
+    "Send every request (greedy, `tokens` new tokens; request i to server i mod n), `concurrency` in flight; stop waiting after `deadline` s."
     import urllib.request
 
-    def one(m):
+    def one(i, m):
+        srv = srvs[i % len(srvs)]
         body = json.dumps({"model": srv.model, "messages": m, "max_tokens": tokens, "temperature": 0.0,
                            "seed": 0}).encode()
         req = urllib.request.Request(srv.base_url + "/chat/completions", body, {"Content-Type": "application/json"})
@@ -82,7 +93,7 @@ def ask_all(srv, msgs: list, tokens: int, deadline: float, concurrency: int = 4)
 
     t0, la0 = time.time(), load()
     ex = cf.ThreadPoolExecutor(concurrency)
-    futs = [ex.submit(one, m) for m in msgs]
+    futs = [ex.submit(one, i, m) for i, m in enumerate(msgs)]
     done, _ = cf.wait(futs, timeout=deadline)
     secs = time.time() - t0
     ex.shutdown(wait=False, cancel_futures=True)
@@ -96,28 +107,33 @@ def ask_all(srv, msgs: list, tokens: int, deadline: float, concurrency: int = 4)
 def servers(questions: int, tokens: int, deadline: float, rounds: int, names: list[str]) -> dict:
     "Each setting idle and with one busy core, settings interleaved, `rounds` times."
     from m1.data import load_demo, render_prompt
-    from m1.serve import resolve_threads, start_server
+    from m1.serve import resolve_threads, start_servers
     msgs = [[{"role": "user", "content": render_prompt(r, "prefix")}] for r in load_demo(limit=questions)]
     runs, texts = [], {}
     for rnd in range(rounds):
         for name in names:
             kw = SETTINGS[name]
-            threads = resolve_threads(kw["threads"])      # what "auto" gives at this moment
-            with start_server(backend="xllamacpp", parallel=1, prompt_cache=False, ctx=1024, **kw) as srv:
-                ask_all(srv, msgs[:2], 4, deadline)       # warm-up
+            threads = resolve_threads(kw["threads"]) or os.cpu_count()
+            srvs = start_servers(backend="xllamacpp", parallel=1, prompt_cache=False, ctx=1024, **kw)
+            try:
+                for i in range(len(srvs)):
+                    ask_all(srvs[i:i + 1], msgs[:1], 4, deadline)   # warm-up
                 for cond in ("idle", "busy"):
                     if cond == "busy":
                         with BusyCore():
-                            r = ask_all(srv, msgs, tokens, deadline)
+                            r = ask_all(srvs, msgs, tokens, deadline)
                     else:
-                        r = ask_all(srv, msgs, tokens, deadline)
+                        r = ask_all(srvs, msgs, tokens, deadline)
                     t = r.pop("texts")
                     if t is not None:
                         texts.setdefault(name, t)
                         r["same_texts_as_first"] = t == next(iter(texts.values()))
-                    runs.append({"round": rnd, "setting": name, "threads": threads or os.cpu_count(),
+                    runs.append({"round": rnd, "setting": name, "processes": len(srvs), "threads": threads,
                                  "spin": kw["spin"], "condition": cond, **r})
                     print(json.dumps(runs[-1]), flush=True)
+            finally:
+                for s in srvs:
+                    s.stop()
     summary = {}
     for name in names:
         mine = [r for r in runs if r["setting"] == name]
@@ -133,6 +149,43 @@ def servers(questions: int, tokens: int, deadline: float, rounds: int, names: li
             "cores": os.cpu_count(), "settings": {n: SETTINGS[n] for n in names}, "summary": summary,
             "same_texts": len({json.dumps(t) for t in texts.values()}) == 1 if texts else None,
             "settings_with_all_texts": sorted(texts), "runs": runs}
+
+
+def invariance(questions: int = 4) -> dict:
+    "First-token log-probabilities of one classifier prompt computed whole vs after a cached prefix, flash attention on/off."
+    import urllib.request
+    from m1.data import load_demo
+    from m1.domains import classifier_messages, load_qualifiers
+    from m1.serve import start_server
+    quals, rows = load_qualifiers(), list(load_demo(limit=10 * questions))[::10][:questions]
+
+    def top(srv, row):
+        body = json.dumps({"model": srv.model, "messages": classifier_messages(row, quals, rubric_first=True),
+                           "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 5}).encode()
+        req = urllib.request.Request(srv.base_url + "/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=1800) as r:
+            res = json.loads(r.read())
+        return [(t["token"], t["logprob"]) for t in res["choices"][0]["logprobs"]["content"][0]["top_logprobs"]]
+
+    out = {}
+    for fa in (True, False):
+        la0 = load()
+        with start_server(backend="xllamacpp", threads=1, parallel=1, prompt_cache=True, ctx=8192, flash_attn=fa) as srv:
+            t0 = time.time()
+            whole = top(srv, rows[0])
+            whole_s = time.time() - t0
+            top(srv, rows[1])
+            after = top(srv, rows[0])
+            again = top(srv, rows[0])
+            for r in rows[2:]:
+                top(srv, r)
+            after2 = top(srv, rows[0])
+        out[f"flash_attn_{'on' if fa else 'off'}"] = {
+            "whole_equals_cached_rubric": whole == after, "cached_rubric_repeatable": after == after2,
+            "whole_equals_last_token_only": whole == again, "whole_prompt_seconds": round(whole_s, 1),
+            "top2_whole": whole[:2], "top2_cached_rubric": after[:2], "load_before": la0, "load_after": load()}
+        print(json.dumps(out), flush=True)
+    return out
 
 
 def reproduce_once(until: str | None, busy: bool, keep: Path | None) -> dict:
@@ -155,10 +208,12 @@ def reproduce_once(until: str | None, busy: bool, keep: Path | None) -> dict:
     if p.returncode:
         raise SystemExit(f"m1 reproduce failed (exit {p.returncode}); folder {tmp}:\n{p.stderr[-3000:]}")
     timings = json.loads((tmp / "runs" / "demo" / "timings.json").read_text())
+    if keep is None:                      # the fresh cache holds a converted model: do not leave it in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"condition": "busy" if busy else "idle", "wall_seconds": round(wall, 1),
             "reproduce_seconds": timings["total_seconds"],
             "stages": {s: t["seconds"] for s, t in timings["stages"].items()},
-            "load_before": la0, "load_after": load(), "folder": str(tmp)}
+            "load_before": la0, "load_after": load(), "folder": str(tmp) if keep is not None else None}
 
 
 def demo(until: str | None, keep: Path | None) -> dict:
@@ -168,6 +223,7 @@ def demo(until: str | None, keep: Path | None) -> dict:
         print(json.dumps(runs[-1]), flush=True)
     idle, busy = runs
     return {"command": "m1 reproduce --profile tiny" + (f" --until {until}" if until else ""), "until": until,
+            "note": "idle = no busy core added by this script; other work on the machine shows in the load averages",
             "cores": os.cpu_count(), "runs": runs,
             "ratio_busy_idle": round(busy["wall_seconds"] / idle["wall_seconds"], 2),
             "stage_ratios": {s: round(busy["stages"][s] / idle["stages"][s], 2) for s in idle["stages"]
@@ -179,6 +235,7 @@ def demo(until: str | None, keep: Path | None) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", action="store_true", help="measure the llama.cpp server settings")
+    ap.add_argument("--invariance", action="store_true", help="cached prefix vs whole prompt, flash attention on/off")
     ap.add_argument("--demo", action="store_true", help="run m1 reproduce --profile tiny idle and busy (default)")
     ap.add_argument("--until", default=None, help="--demo: stop after this stage (a cheaper run)")
     ap.add_argument("--quick", action="store_true", help="--servers: 6 questions, 24 tokens, one round")
@@ -187,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--deadline", type=float, default=120.0, help="--servers: seconds before a run counts as collapsed")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"--servers: comma-separated, of {list(SETTINGS)}")
-    ap.add_argument("--keep", default=None, help="--demo: parent folder for the run folders (default: the temp dir)")
+    ap.add_argument("--keep", default=None, help="--demo: keep the run folders under this folder (default: temporary, removed)")
     ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args(argv)
     names = [n.strip() for n in a.settings.split(",") if n.strip()]
@@ -202,7 +259,9 @@ def main(argv=None) -> int:
         result["servers"] = {**servers(a.questions, a.tokens, a.deadline, a.rounds, names),
                              "command": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:]),
                              "seconds": round(time.time() - t0, 1)}
-    if a.demo or not a.servers:
+    if a.invariance:
+        result["invariance"] = {**invariance(), "command": "python bench/demo_load.py --invariance"}
+    if a.demo or not (a.servers or a.invariance):
         result["demo"] = {**demo(a.until, Path(a.keep) if a.keep else None),
                           "command_line": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:])}
     out.parent.mkdir(parents=True, exist_ok=True)

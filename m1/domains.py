@@ -233,6 +233,8 @@ def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int 
         return
     backend = cfg.get("backend") or "xllamacpp"
     kw = dict(backend=backend, parallel=1, ctx=ctx, threads=threads, spin=spin)
+    if backend == "xllamacpp":
+        kw["flash_attn"] = False   # a question's label must not depend on whether the rubric was cached (see above)
     srvs = (start_servers(cfg["classifier"], replicas=replicas, **kw) if backend == "xllamacpp" else
             [start_server(cfg["classifier"], **kw)])
     try:   # two requests in flight per process: the next question is queued when one finishes

@@ -102,7 +102,8 @@ class Server:
 # %% ../nbs/01d_serve.ipynb #748a32b1
 def serve_llamacpp(a: dict) -> None:
     """Run llama.cpp's OpenAI-compatible server (the `xllamacpp` wheel) in this process until it is killed;
-    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads, poll and the served name."""
+    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads, poll, flash_attn
+    and the served name."""
     import xllamacpp as x
     p = x.CommonParams()
     p.model.path = a["gguf"]
@@ -116,6 +117,8 @@ def serve_llamacpp(a: dict) -> None:
             cpu.n_threads = a["threads"]
         if a.get("poll") is not None:
             cpu.poll = a["poll"]                      # ggml's own thread pool (builds without OpenMP)
+    if a.get("flash_attn") is not None:
+        p.flash_attn_type = int(bool(a["flash_attn"]))  # default: llama.cpp decides (-1, auto)
     p.model_alias = {a["name"]}
     server = x.Server(p)
     print("m1: llama.cpp server listening on", server.listening_address, flush=True)
@@ -127,14 +130,14 @@ XLLAMACPP_PIN = "xllamacpp==2026.10.11549"
 
 # %% ../nbs/01d_serve.ipynb #5f737d7c
 def resolve_threads(threads: int | str | None, key: str = "server.threads") -> int | None:
-    """CPU threads for a local server: an integer >= 1 as given; "auto": the cores not already busy (cores minus
-    the 1-minute load average, rounded, at least 1); None: the backend's own choice."""
+    """CPU threads for a local server: an integer >= 1 as given; "auto": the cores not busy with other processes
+    right now (`m1.engine.busy_cores`, the engine's rule), at least 1; None: the backend's own choice."""
     if threads is None:
         return None
     if threads == "auto":
+        from m1.engine import busy_cores
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        return max(1, min(cores, int(cores - busy + 0.5)))
+        return max(1, min(cores, int(cores - busy_cores() + 0.5)))
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"{key}: expected an integer >= 1, 'auto' (the cores not already busy) or null "
                          f"(the backend's choice), got {threads!r}")
@@ -170,8 +173,8 @@ def _gguf_for(model: str) -> tuple[Path, str]:
 
 
 def _server_command(model: str, backend: str, host: str, port: int, threads: int | str | None,
-                    parallel: int, ctx: int, prompt_cache: bool = True, spin: bool = False
-                    ) -> tuple[list[str], str, str, dict]:
+                    parallel: int, ctx: int, prompt_cache: bool = True, spin: bool = False,
+                    flash_attn: bool | None = None) -> tuple[list[str], str, str, dict]:
     """(argv, name the server expects, short name, extra env) for a backend. `threads`: see `resolve_threads`
     (None: llama.cpp every core); `spin=False`: the server's OpenMP threads sleep when they wait (see above)."""
     env: dict[str, str] = {}
@@ -199,7 +202,7 @@ def _server_command(model: str, backend: str, host: str, port: int, threads: int
             raise ImportError(f"backend 'xllamacpp' needs the xllamacpp wheel: pip install {XLLAMACPP_PIN}")
         gguf, name = _gguf_for(model)
         args = dict(gguf=str(gguf), host=host, port=port, parallel=parallel, ctx=ctx, threads=threads, name=name,
-                    prompt_cache=prompt_cache, poll=None if spin else 0)
+                    prompt_cache=prompt_cache, poll=None if spin else 0, flash_attn=flash_attn)
         return [sys.executable, "-m", "m1.serve", json.dumps(args)], name, name, env
     raise ValueError(f"unknown server backend {backend!r}: choose 'transformers' or 'xllamacpp'")
 
@@ -213,16 +216,19 @@ def _stop_all() -> None:
 def start_server(model: str | None = None, backend: str = "transformers", port: int | None = None,
                  host: str = "127.0.0.1", timeout: float = 300.0, threads: int | str | None = 1,
                  parallel: int = 4, ctx: int = 2048, prompt_cache: bool = True,
-                 log_path: str | Path | None = None, spin: bool = False) -> Server:
+                 log_path: str | Path | None = None, spin: bool = False, flash_attn: bool | None = None) -> Server:
     """Start an OpenAI-compatible server for `model` (default: the embedded model) and wait until it answers.
-    `parallel`/`ctx` (slots, context per slot) and `prompt_cache` apply to llama.cpp; `threads` (an integer, "auto":
-    the free cores, None: the backend's choice) and `spin` (False: waiting threads sleep) to the server's threads. llama.cpp batches concurrent requests, which makes greedy outputs depend (slightly) on what ran
-    alongside: `parallel=1, prompt_cache=False` gives outputs that do not depend on concurrency or order."""
+    `parallel`/`ctx` (slots, context per slot), `prompt_cache` and `flash_attn` (None: llama.cpp decides) apply to
+    llama.cpp; `threads` (an integer, "auto": the free cores, None: the backend's choice) and `spin` (False: waiting
+    threads sleep) to the server's threads. llama.cpp batches concurrent requests, which makes greedy outputs depend
+    (slightly) on what ran alongside: `parallel=1, prompt_cache=False` gives outputs that do not depend on
+    concurrency or order; with a prompt cache, `flash_attn=False` makes a prompt's result independent of how much
+    of it was cached (see below)."""
     from m1.models import DEFAULT_MODEL
     model = model or DEFAULT_MODEL
     port = port or free_port(host)
     argv, served, name, env = _server_command(model, backend, host, port, threads, parallel, ctx, prompt_cache,
-                                              spin)
+                                              spin, flash_attn)
     if not log_path:
         fd, log_path = tempfile.mkstemp(prefix=f"m1-{backend}-", suffix=".log")
         os.close(fd)                                  # the server process opens the file itself
