@@ -10,7 +10,9 @@ count everywhere:
   batch size and `quantize`), all questions in one `continue_` call; `engine_variants` has fp32 and int8;
 * `llamacpp_tok_s`: a llama.cpp server (`m1.serve.start_server(backend="xllamacpp")`, the embedded model's
   Q4_1 GGUF) driven by `m1.client.OpenAIBackend` (token-id prompts, concurrent requests) with 1 slot and N
-  slots; the best setting is the headline, every setting is in `llamacpp`;
+  slots, each with spinning worker threads (llama.cpp's own default, fastest on an idle machine) and with
+  sleeping ones (`spin=False`, m1's server default, steady under load); the best setting is the headline,
+  every setting is in `llamacpp`;
 * `vs_llamacpp` = engine / llama.cpp (goal >= 1), `speedup` = engine / naive (goal >= 5);
 * `matmul_peak_gflops`: a large fp32 matmul with torch threads = all cores, in this run; the load average
   before and after each part. A run that starts with a 1-minute load average above 1.5 is flagged
@@ -75,16 +77,16 @@ def naive_generate(model, tok, pids, new):
     return outs
 
 
-def llamacpp(pids, new, slots, threads, tok) -> tuple[list, dict]:
-    "One llama.cpp server with `slots` parallel slots; `continue_` of every prompt (warm-up excluded)."
+def llamacpp(pids, new, slots, threads, tok, spin) -> tuple[list, dict]:
+    "One llama.cpp server with `slots` parallel slots (`spin`: busy-waiting threads); `continue_` of every prompt."
     from m1.client import OpenAIBackend
     from m1.serve import start_server
     ctx = max(map(len, pids)) + new + 16
-    with start_server(backend="xllamacpp", threads=threads, parallel=slots, ctx=ctx) as srv:
+    with start_server(backend="xllamacpp", threads=threads, parallel=slots, ctx=ctx, spin=spin) as srv:
         be = OpenAIBackend(srv.base_url, srv.model, tok, concurrency=slots)
         be.continue_([pids[0]], 4, min_new=4)          # probe what the server accepts (min_tokens, ids), untimed
         conts, t = timed(lambda: be.continue_(pids, new, min_new=new))
-    return [c.tokens for c in conts], {**t, "slots": slots, "via": conts[0].via}
+    return [c.tokens for c in conts], {**t, "slots": slots, "spin": spin, "via": conts[0].via}
 
 
 def main(argv=None) -> dict:
@@ -94,6 +96,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-naive", type=int, default=None, help="questions for the one-at-a-time baseline")
     ap.add_argument("--tokens", type=int, default=None, help="new tokens per question")
     ap.add_argument("--slots", default=None, help="llama.cpp parallel-slot settings, e.g. 1,8 ('' to skip)")
+    ap.add_argument("--spin", default="on,off", help="llama.cpp thread waiting to try: on (spin, its default), off (sleep)")
     ap.add_argument("--threads", default="auto", help='threads for every side: an int or "auto" (cores not already busy)')
     ap.add_argument("--set", default="MedMCQA_validation")
     ap.add_argument("--out", default=str(OUT))
@@ -102,6 +105,10 @@ def main(argv=None) -> dict:
     n_naive = a.n_naive or (2 if a.quick else 4)
     new = a.tokens or (32 if a.quick else 128)
     slots = [int(s) for s in (a.slots if a.slots is not None else ("1,4" if a.quick else "1,4,8")).split(",") if s]
+    spin_arg = "on" if a.quick and a.spin == "on,off" else a.spin
+    if not set(x.strip() for x in spin_arg.split(",")) <= {"on", "off"}:
+        ap.error(f"--spin: {a.spin!r} is not a comma list of on/off")
+    spins = [x.strip() == "on" for x in spin_arg.split(",")]
 
     load_start = os.getloadavg()
     loaded = load_start[0] > LOADED
@@ -136,11 +143,13 @@ def main(argv=None) -> dict:
     engine = variants[name]["tok_s"]
 
     llama = {}
-    for s in slots:
-        toks, t = llamacpp(pids, new, s, threads, tok)
-        assert all(len(x) == new for x in toks), "llama.cpp must decode exactly --tokens tokens per prompt"
-        llama[str(s)] = {**t, "tok_s": round(made / t["seconds"], 2)}
-        print(f"llama.cpp {s} slot(s): {llama[str(s)]['tok_s']} tok/s (load {t['load_before']})", flush=True)
+    for spin in spins:
+        for s in slots:
+            toks, t = llamacpp(pids, new, s, threads, tok, spin)
+            assert all(len(x) == new for x in toks), "llama.cpp must decode exactly --tokens tokens per prompt"
+            key = f"{s} slot{'s' if s > 1 else ''}, {'spin' if spin else 'sleep'}"
+            llama[key] = {**t, "tok_s": round(made / t["seconds"], 2)}
+            print(f"llama.cpp {key}: {llama[key]['tok_s']} tok/s (load {t['load_before']})", flush=True)
     best = max(llama.values(), key=lambda d: d["tok_s"]) if llama else None
 
     naive_out, t_naive = timed(lambda: naive_generate(model, tok, pids[:n_naive], new))
@@ -156,6 +165,7 @@ def main(argv=None) -> dict:
         "mean_prompt_tokens": round(sum(map(len, pids)) / len(pids), 1),
         "naive_tok_s": round(naive, 2), "engine_tok_s": engine,
         "llamacpp_tok_s": best["tok_s"] if best else None, "llamacpp_best_slots": best["slots"] if best else None,
+        "llamacpp_best_spin": best["spin"] if best else None,
         "vs_llamacpp": round(engine / best["tok_s"], 3) if best else None,
         "speedup": round(engine / naive, 2),
         "engine_variants": {k: {x: y for x, y in v.items() if x != "tokens"} for k, v in variants.items()},
@@ -176,7 +186,8 @@ def main(argv=None) -> dict:
           f"tok/s (batch {default.batch_size}, {threads} threads); fp32 matmul peak {res['matmul_peak_gflops']} "
           f"GFLOP/s; fp32 engine = generate on {eq['fp32']}; int8 = fp32 on {agree}/{n} rows")
     tail = " (LOADED: ratios under load)" if loaded else ""
-    ll = f"{res['vs_llamacpp']}x llama.cpp ({res['llamacpp_tok_s']} tok/s, {res['llamacpp_best_slots']} slots)" if best else "llama.cpp not run"
+    ll = (f"{res['vs_llamacpp']}x llama.cpp ({res['llamacpp_tok_s']} tok/s, {res['llamacpp_best_slots']} slots, "
+          f"{'spin' if res['llamacpp_best_spin'] else 'sleep'})" if best else "llama.cpp not run")
     print(f"engine ({name}) {engine} tok/s = {ll}, {res['speedup']}x naive generate "
           f"(goals >= 1 and >= 5); load {load_start[0]:.2f} -> {load_end[0]:.2f}{tail}")
     return res
