@@ -37,7 +37,9 @@ including the `m1` process start. `--until STAGE` runs a cheaper prefix of the p
     python bench/demo_load.py --demo --until distill # merge, dedup, distill, idle and busy
     python bench/demo_load.py --demo                 # the full demo twice (~20 min idle)
 
-Writes (merging into) `bench/results/demo_load.json`: key `servers` and/or `demo`. SmolLM2-135M is at chance on
+Writes (merging into) `bench/results/demo_load.json`: keys `servers`, `invariance` and/or `demo`, each with the
+1-minute load average when it started (`load_at_start`) and `"loaded": true` when that exceeded 1.5 (the machine
+was busy with other work: ratios under load, not idle figures). SmolLM2-135M is at chance on
 medical questions: this measures the machinery's speed, not medicine.
 """
 from __future__ import annotations
@@ -255,15 +257,27 @@ def main(argv=None) -> int:
     out = Path(a.out)
     result = json.loads(out.read_text()) if out.exists() else {}
     t0 = time.time()
+
+    def start() -> float:
+        la0 = load()
+        if la0 > 1.5:
+            print(f"WARNING: load average {la0} > 1.5 at start: the machine is busy; not idle figures", flush=True)
+        return la0
+
+    def stamp(d: dict, la0: float) -> dict:
+        return {**d, "load_at_start": la0, "loaded": la0 > 1.5}
     if a.servers:
-        result["servers"] = {**servers(a.questions, a.tokens, a.deadline, a.rounds, names),
-                             "command": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:]),
-                             "seconds": round(time.time() - t0, 1)}
+        la0 = start()
+        result["servers"] = stamp({**servers(a.questions, a.tokens, a.deadline, a.rounds, names),
+                                   "command": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:]),
+                                   "seconds": round(time.time() - t0, 1)}, la0)
     if a.invariance:
-        result["invariance"] = {**invariance(), "command": "python bench/demo_load.py --invariance"}
+        la0 = start()
+        result["invariance"] = stamp({**invariance(), "command": "python bench/demo_load.py --invariance"}, la0)
     if a.demo or not (a.servers or a.invariance):
-        result["demo"] = {**demo(a.until, Path(a.keep) if a.keep else None),
-                          "command_line": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:])}
+        la0 = start()
+        result["demo"] = stamp({**demo(a.until, Path(a.keep) if a.keep else None),
+                                "command_line": "python bench/demo_load.py " + " ".join(argv or sys.argv[1:])}, la0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
