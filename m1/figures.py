@@ -45,6 +45,8 @@ def save_table(df: pd.DataFrame, stem: str, folder: str | Path | None = None, ti
     "Save a table as `<stem>.csv` and `<stem>.md` (pipe table, under `title` and a `note` paragraph), atomically."
     from m1.metrics import to_markdown
     d = figures_dir(folder)
+    if "model" in df.columns:   # a local model folder is written by its short name (`run_label`), not its absolute path
+        df = df.assign(model=[run_label(m) if Path(str(m)).is_absolute() else m for m in df["model"]])
     with atomic_write(d / f"{stem}.csv") as f:
         df.to_csv(f, index=False)
     with atomic_write(d / f"{stem}.md") as f:

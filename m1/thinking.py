@@ -328,8 +328,8 @@ def thinking_report(df: pd.DataFrame, out: str | Path, log=print) -> list[Path]:
                                                  "thinking. " + " ".join(smsgs)))
     if len(points):
         from m1.core import atomic_write
-        with atomic_write(out / "thinking_settled_questions.csv") as f:
-            points.to_csv(f, index=False)
+        with atomic_write(out / "thinking_settled_questions.csv") as f:   # model folders by name, as save_table does
+            points.assign(model=[run_label(m) if Path(str(m)).is_absolute() else m for m in points["model"]]).to_csv(f, index=False)
         written.append(out / "thinking_settled_questions.csv")
         written += save_figure(plot_settled(points, cap), "thinking_settled", out)
     else:

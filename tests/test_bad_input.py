@@ -26,6 +26,10 @@ from typing import Callable
 import pytest
 import yaml
 
+# With pytest-xdist (`make test` runs two workers), every case stays on one worker: the session fixture below runs
+# the selected cases once, for that worker.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 ROOT = Path(__file__).resolve().parent.parent
 M1 = [str(Path(sys.executable).parent / "m1")] if (Path(sys.executable).parent / "m1").exists() else \
     [sys.executable, "-c", "import sys; from m1.cli import main; sys.exit(main())"]
