@@ -246,12 +246,14 @@ def classifier_client(cfg: dict, cache_path: str | Path | None = None, ctx: int 
             s.stop()
 
 # %% ../nbs/06_domains.ipynb #486f44d4
-def domains_stage(ds: Dataset, cfg: dict, client=None) -> Dataset:
-    "The pipeline stage: classify with the profile's `domains` section (opening its client unless given one)."
+def domains_stage(ds: Dataset, cfg: dict, client=None, server: dict | None = None) -> Dataset:
+    """The pipeline stage: classify with the profile's `domains` section (opening its client unless given one;
+    `server`: the profile's `server` section, whose threads, replicas and spin the loopback servers follow)."""
     kw = domain_options(cfg)
     if client is not None:
         return classify_domains(ds, client, **kw)[0]
-    with classifier_client(cfg) as c:
+    srv = {k: server[k] for k in ("threads", "replicas", "spin") if k in (server or {})}
+    with classifier_client(cfg, **srv) as c:
         return classify_domains(ds, c, **kw)[0]
 
 # %% ../nbs/06_domains.ipynb #7b743353

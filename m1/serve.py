@@ -102,8 +102,9 @@ class Server:
 # %% ../nbs/01d_serve.ipynb #748a32b1
 def serve_llamacpp(a: dict) -> None:
     """Run llama.cpp's OpenAI-compatible server (the `xllamacpp` wheel) in this process until it is killed;
-    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads, poll, flash_attn
-    and the served name."""
+    `a` holds gguf, host, port, parallel, ctx (per slot), prompt_cache, threads, poll, flash_attn, the served
+    name and `parent`, the pid of the process that started it: when that process is gone (even killed with
+    SIGKILL, which runs no clean-up), the server exits within a second instead of living on as an orphan."""
     import xllamacpp as x
     p = x.CommonParams()
     p.model.path = a["gguf"]
@@ -123,7 +124,10 @@ def serve_llamacpp(a: dict) -> None:
     server = x.Server(p)
     print("m1: llama.cpp server listening on", server.listening_address, flush=True)
     while True:
-        time.sleep(3600)
+        time.sleep(1)
+        if a.get("parent") and os.getppid() != a["parent"]:   # re-parented: whoever started us has died
+            print("m1: the process that started this server is gone; stopping", flush=True)
+            os._exit(0)
 
 # %% ../nbs/01d_serve.ipynb #7662f0f0
 XLLAMACPP_PIN = "xllamacpp==2026.10.11549"
@@ -202,7 +206,7 @@ def _server_command(model: str, backend: str, host: str, port: int, threads: int
             raise ImportError(f"backend 'xllamacpp' needs the xllamacpp wheel: pip install {XLLAMACPP_PIN}")
         gguf, name = _gguf_for(model)
         args = dict(gguf=str(gguf), host=host, port=port, parallel=parallel, ctx=ctx, threads=threads, name=name,
-                    prompt_cache=prompt_cache, poll=None if spin else 0, flash_attn=flash_attn)
+                    prompt_cache=prompt_cache, poll=None if spin else 0, flash_attn=flash_attn, parent=os.getpid())
         return [sys.executable, "-m", "m1.serve", json.dumps(args)], name, name, env
     raise ValueError(f"unknown server backend {backend!r}: choose 'transformers' or 'xllamacpp'")
 
