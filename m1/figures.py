@@ -228,11 +228,14 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
         from m1.store import load_results
         from m1.metrics import metrics_table, results_table
         df = full = load_results(res)
+        seed = int(df.attrs.get("config", {}).get("seed", 0))   # the store's seed and the eval's bootstrap count:
+        man = work / "eval" / "manifest.json"                   # the same intervals as `m1 eval` wrote
+        n_boot = int(read_json(man).get("run", {}).get("params", {}).get("eval.bootstrap", 1000)) if man.exists() else 1000
         if "mode" in df.columns and (df["mode"] != "budget").any():   # plain / CoT baselines: no budget axis
             log(f"{(df['mode'] != 'budget').sum()} plain/CoT answers in {res}: the curves use the budget-forcing ones")
             df = df[df["mode"] == "budget"]
     if df is not None and len(df):
-        metrics = metrics_table(df, by=("budget", "waits"))
+        metrics = metrics_table(df, by=("budget", "waits"), n_boot=n_boot, seed=seed)
         model = run_label(df.attrs.get("config", {}).get("model", "model"))
         if (metrics["waits"] == 0).any():
             written["budget_curve"] = save_figure(plot_budget_curve(metrics, f"Accuracy vs thinking budget — {model}"),
@@ -253,7 +256,7 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
             runs.append(bdf.assign(model=bdf["model"].map(lambda m: f"base: {m}" if m in set(full["model"]) else m)))
             bdf = bdf[bdf["mode"] == "budget"] if "mode" in bdf.columns else bdf
             bname = run_label(bdf.attrs.get("config", {}).get("model", "base"))
-            bm = metrics_table(bdf, by=("budget", "waits"))
+            bm = metrics_table(bdf, by=("budget", "waits"), n_boot=n_boot, seed=seed)
             written["before_after"] = save_table(compare_table({f"base ({bname})": bm, f"tuned ({model})": metrics})
                                                  .reset_index(), "before_after", out,
                                                  "Average accuracy (%) before and after SFT, answered share, chance")
@@ -261,7 +264,8 @@ def make_figures(work: str | Path, out: str | Path | None = None, log=print) -> 
         from m1.thinking import thinking_report
         written["thinking"] = thinking_report(runs, figures_dir(out), log=log)
         avg = metrics[metrics["set"] == "Average"]
-        if fr := frontier_report(runs, out, float(avg["chance"].mean()) if len(avg) else None, log=log):
+        if fr := frontier_report(runs, out, float(avg["chance"].mean()) if len(avg) else None, n_boot=n_boot,
+                                 seed=seed, log=log):
             written["compute_frontier"] = fr
     else:
         log(f"no budget-forcing results at {res}: budget and Wait curves, thinking report and compute frontier skipped")
