@@ -16,7 +16,7 @@ from .core import atomic_write, read_json, repo_root, stage_done, stage_manifest
 
 # %% auto #0
 __all__ = ['CURATION_STAGES', 'FRONTIER_COLUMNS', 'figures_dir', 'save_figure', 'save_table', 'plot_budget_curve',
-           'plot_wait_curve', 'stage_counts', 'run_label', 'plot_compute_frontier', 'frontier_report',
+           'plot_wait_curve', 'stage_counts', 'run_label', 'short_models', 'plot_compute_frontier', 'frontier_report',
            'ablation_report', 'make_figures']
 
 # %% ../nbs/12_figures.ipynb #148de6d3
@@ -45,8 +45,7 @@ def save_table(df: pd.DataFrame, stem: str, folder: str | Path | None = None, ti
     "Save a table as `<stem>.csv` and `<stem>.md` (pipe table, under `title` and a `note` paragraph), atomically."
     from m1.metrics import to_markdown
     d = figures_dir(folder)
-    if "model" in df.columns:   # a local model folder is written by its short name (`run_label`), not its absolute path
-        df = df.assign(model=[run_label(m) if Path(str(m)).is_absolute() else m for m in df["model"]])
+    df = short_models(df)
     with atomic_write(d / f"{stem}.csv") as f:
         df.to_csv(f, index=False)
     with atomic_write(d / f"{stem}.md") as f:
@@ -119,6 +118,13 @@ def run_label(model) -> str:
     "A short name for a model in titles: the folder name, with its parent when the folder is just `model`."
     p = Path(str(model))
     return "/".join(p.parts[-2:]) if p.name == "model" and len(p.parts) > 1 else p.name
+
+# %% ../nbs/12_figures.ipynb #db59fed2
+def short_models(df: pd.DataFrame) -> pd.DataFrame:
+    "`df` with each absolute path in its `model` column replaced by `run_label(path)` (unchanged without one)."
+    if "model" not in df.columns:
+        return df
+    return df.assign(model=[run_label(m) if Path(str(m)).is_absolute() else m for m in df["model"]])
 
 # %% ../nbs/12_figures.ipynb #6da4003e
 FRONTIER_COLUMNS = ["model", "strategy", "label", "mean_tokens", "acc", "lo", "hi", "n"]

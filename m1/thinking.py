@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .figures import figures_dir, run_label, save_figure, save_table
+from .figures import figures_dir, run_label, save_figure, save_table, short_models
 
 # %% auto #0
 __all__ = ['QUESTION', 'NEEDED', 'CHANCE_NOTE', 'ALONG', 'FLIP_COLS', 'SETTLED_COLS', 'question_cols', 'budget_rows',
@@ -329,7 +329,7 @@ def thinking_report(df: pd.DataFrame, out: str | Path, log=print) -> list[Path]:
     if len(points):
         from m1.core import atomic_write
         with atomic_write(out / "thinking_settled_questions.csv") as f:   # model folders by name, as save_table does
-            points.assign(model=[run_label(m) if Path(str(m)).is_absolute() else m for m in points["model"]]).to_csv(f, index=False)
+            short_models(points).to_csv(f, index=False)
         written.append(out / "thinking_settled_questions.csv")
         written += save_figure(plot_settled(points, cap), "thinking_settled", out)
     else:
